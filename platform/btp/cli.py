@@ -1,0 +1,67 @@
+"""The `btp` command line: thin entry points over the platform's modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from btp import bench
+
+    return bench.run_model_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="btp",
+        description="BridgeTower platform: pretrain, fine-tune and compare BridgeTower models on Ray.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures (model speed, MFU)")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    model = bench_sub.add_parser(
+        "model",
+        help="forward+backward time of ours vs transformers' port on the same weights; FLOP/s and MFU",
+        description="Times ours and transformers' BridgeTowerForImageAndTextRetrieval on the same weights and "
+        "inputs (interleaved repeats, median), and reports the speed ratio, model FLOP/s and MFU against the "
+        "measured matmul peak of this machine.",
+    )
+    model.add_argument("--preset", default="base", choices=["tiny", "base", "large"])
+    model.add_argument("--batch", type=int, default=4, help="samples per step (default 4)")
+    model.add_argument("--text-len", type=int, default=40, help="text tokens per sample (default 40)")
+    model.add_argument("--image-size", type=int, default=None, help="pixels (default: the preset's)")
+    model.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5)")
+    model.add_argument(
+        "--task",
+        choices=["itm", "pretrain"],
+        default="itm",
+        help="itm: backbone + ITM head; pretrain: also one MLM+ITM step vs the two-pass recipe",
+    )
+    model.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    model.add_argument("--bf16", action="store_true", help="also time bf16 autocast against the bf16 peak")
+    model.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    model.set_defaults(func=_bench)
+    return parser
+
+
+def _version() -> str:
+    from btp import __version__
+
+    return f"btp {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random transformers BridgeTower checkpoints written to temp dirs (no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY_HF = dict(
+    hidden_size=64,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    text_config=dict(
+        vocab_size=120,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=40,
+    ),
+    vision_config=dict(hidden_size=128, num_hidden_layers=3, patch_size=8, image_size=32),
+)
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every weight away from its init (LayerNorms at 1/0 would hide wiring mistakes)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def hf_model(cls_name: str, seed: int = 0, **overrides):
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.BridgeTowerConfig(**{**TINY_HF, **overrides})
+    model = getattr(transformers, cls_name)(config)
+    return perturb(model, seed).eval()
+
+
+def inputs(batch: int = 3, length: int = 12, image: int = 32, vocab: int = 120, seed: int = 0):
+    """Random text with padding (RoBERTa pad id 1) and images."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, length), generator=g)
+    ids[:, 0] = 0
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for i in range(1, batch):
+        mask[i, length - 3 * i :] = 0
+    ids[mask == 0] = 1
+    pixels = torch.randn(batch, 3, image, image, generator=g)
+    return ids, mask, pixels
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    """Save a tiny transformers model; returns (model, directory)."""
+
+    def make(cls_name: str = "BridgeTowerModel", seed: int = 0, **overrides):
+        model = hf_model(cls_name, seed, **overrides)
+        path = tmp_path / cls_name
+        model.save_pretrained(path)
+        return model, path
+
+    return make

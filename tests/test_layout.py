@@ -1,0 +1,44 @@
+"""The project layout keeps its promises: stdlib `platform` not shadowed, CLI help, no Ray in the model library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_import_platform_from_repo_root_is_the_standard_library():
+    path = _python("import platform; print(platform.__file__); platform.python_version()")
+    assert Path(path).parent == Path(sysconfig.get_paths()["stdlib"])
+    assert not (ROOT / "platform" / "__init__.py").exists()
+
+
+def test_bridgetower_does_not_import_the_platform_stack():
+    loaded = _python(
+        "import sys, bridgetower; print(' '.join(m for m in ('ray','omegaconf','wandb','optuna','btp') if m in sys.modules))"
+    )
+    assert loaded == ""
+
+
+def test_btp_help_lists_subcommands():
+    done = subprocess.run(["btp", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bench" in done.stdout
+    bench = subprocess.run(
+        ["btp", "bench", "model", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert bench.returncode == 0 and "--preset" in bench.stdout and "--json" in bench.stdout
+
+
+def test_btp_without_command_is_a_usage_error():
+    done = subprocess.run(["btp"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "usage: btp" in done.stderr
