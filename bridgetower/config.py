@@ -194,7 +194,7 @@ _LARGE = {
 }
 # Tiny: a few M parameters; 64 px / patch 8 keeps one object per patch-sized region of the synthetic pictures.
 _TINY = {
-    "vision": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "patch_size": 8, "image_size": 64},
+    "vision": {"hidden_size": 128, "num_layers": 4, "patch_size": 8, "image_size": 64},
     "text": {
         "vocab_size": 1024,
         "hidden_size": 128,

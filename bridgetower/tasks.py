@@ -12,7 +12,7 @@ from torch import nn
 from bridgetower import metrics as M
 from bridgetower.config import BridgeTowerConfig
 from bridgetower.heads import ITMHead, MLMHead, TextClassificationHead, itc_loss, two_layer_head, vqa_loss
-from bridgetower.model import BridgeTowerModel
+from bridgetower.model import BridgeTowerModel, BridgeTowerOutput
 from bridgetower.pretrained import PretrainedMixin
 from bridgetower.text import TextModel
 from bridgetower.vision import VisionModel
@@ -65,8 +65,10 @@ class _TaskModel(PretrainedMixin, nn.Module):
     def wrap_units(self) -> list[nn.Module]:
         return self.bridgetower.wrap_units()
 
-    def _features(self, input_ids, attention_mask, pixel_values, image_token_type_idx=1):
-        return self.bridgetower(input_ids, attention_mask, pixel_values, image_token_type_idx)
+    def _features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pixel_values: torch.Tensor
+    ) -> BridgeTowerOutput:
+        return self.bridgetower(input_ids, attention_mask, pixel_values)
 
 
 class BridgeTowerForPretraining(_TaskModel):
@@ -156,7 +158,11 @@ class BridgeTowerForVQA(_TaskModel):
         self.init_weights()
 
     def forward(
-        self, input_ids, attention_mask, pixel_values, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> TaskOutput:
         """`labels`: soft targets [B, vqa_num_labels] (0.3 per matching annotator, capped at 1)."""
         logits = self.vqa_classifier(self._features(input_ids, attention_mask, pixel_values).cls_features)
@@ -189,7 +195,11 @@ class BridgeTowerForNLVR2(_TaskModel):
             ]
 
     def forward(
-        self, input_ids, attention_mask, pixel_values, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> TaskOutput:
         """`pixel_values`: [B, 2, 3, H, W]."""
         bt = self.bridgetower
@@ -222,7 +232,11 @@ class BridgeTowerForSNLIVE(_TaskModel):
         self.init_weights()
 
     def forward(
-        self, input_ids, attention_mask, pixel_values, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> TaskOutput:
         logits = self.snli_classifier(self._features(input_ids, attention_mask, pixel_values).cls_features)
         out = TaskOutput(logits=logits)
