@@ -102,6 +102,8 @@ class CrossAttentionBridge(Bridge):
         b, n, h = y.shape
         q = self.query(y).view(b, n, self.num_heads, -1).transpose(1, 2)
         k, v = self.key_value(x).view(b, x.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if mask is not None and mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.LayerNorm(y + self.dense(out.transpose(1, 2).reshape(b, n, h)))
 

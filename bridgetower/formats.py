@@ -73,7 +73,9 @@ def is_ignorable(key: str) -> bool:
 def read_checkpoint(src: str | Path) -> tuple[BridgeTowerConfig, dict[str, torch.Tensor]]:
     """(config, canonical state dict) from a directory, hub id or official `.ckpt` file."""
     path = Path(src)
-    if path.is_file():
+    if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"):
+        path = path.parent  # a file inside a checkpoint directory: read the directory
+    elif path.is_file():
         return read_official(path)
     if not path.exists():
         path = _download(str(src))

@@ -44,6 +44,8 @@ class AttentionCore(nn.Module):
         kv = x if context is None else context
         q, k, v = self._heads(self.query(x)), self._heads(self.key(kv)), self._heads(self.value(kv))
         p = self.dropout if self.training else 0.0
+        if mask is not None and mask.dtype != q.dtype:  # mixed precision: the mask follows the activations
+            mask = mask.to(q.dtype)
         # never causal: both streams of the cross-modal encoder see every token
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return out.transpose(1, 2).flatten(2)

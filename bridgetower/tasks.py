@@ -111,6 +111,8 @@ class BridgeTowerForPretraining(_TaskModel):
             out.mlm_logits = self.mlm_score(tf)
             out.itm_logits = self.itm_score(bt.cls_features(tf, vf))
             return out
+        if mlm_input_ids is None:
+            raise ValueError("mlm_labels needs mlm_input_ids (the masked text)")
         tf, _ = bt.fuse(bt.project_text(bt.encode_text(mlm_input_ids, attention_mask)), image, attention_mask)
         out.mlm_logits = self.mlm_score(tf)
         out.losses["mlm"] = F.cross_entropy(
@@ -145,17 +147,14 @@ class BridgeTowerForPretraining(_TaskModel):
         }
 
 
-class BridgeTowerForVQA(_TaskModel):
-    """Answer classification over the answer vocabulary, soft-target BCE x label count."""
+class _ClsClassifier(_TaskModel):
+    """A 2-layer head on the cls features of one image-text pair."""
 
-    head_prefixes = ("vqa_classifier",)
+    head_name: str  # state-dict name of the head, as the official checkpoints spell it
+    loss_name: str
 
-    def __init__(self, config: BridgeTowerConfig) -> None:
-        super().__init__(config)
-        self.vqa_classifier = two_layer_head(
-            2 * config.hidden_size, _head_hidden(config, 2.0), config.vqa_num_labels
-        )
-        self.init_weights()
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)
 
     def forward(
         self,
@@ -164,12 +163,30 @@ class BridgeTowerForVQA(_TaskModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> TaskOutput:
-        """`labels`: soft targets [B, vqa_num_labels] (0.3 per matching annotator, capped at 1)."""
-        logits = self.vqa_classifier(self._features(input_ids, attention_mask, pixel_values).cls_features)
-        out = TaskOutput(logits=logits)
+        cls = self._features(input_ids, attention_mask, pixel_values).cls_features
+        out = TaskOutput(logits=getattr(self, self.head_name)(cls))
         if labels is not None:
-            out.losses["vqa"] = vqa_loss(logits.float(), labels)
+            out.losses[self.loss_name] = self.loss(out.logits, labels)
         return out.total()
+
+    def metrics(self, output: TaskOutput, labels: torch.Tensor) -> dict[str, float]:
+        return {"accuracy": M.accuracy(output.logits, labels)}
+
+
+class BridgeTowerForVQA(_ClsClassifier):
+    """Answer classification over the answer vocabulary; `labels` are soft targets [B, vqa_num_labels]."""
+
+    head_name, loss_name = "vqa_classifier", "vqa"
+    head_prefixes = ("vqa_classifier",)
+
+    def __init__(self, config: BridgeTowerConfig) -> None:
+        super().__init__(config)
+        hidden = _head_hidden(config, 2.0)
+        self.vqa_classifier = two_layer_head(2 * config.hidden_size, hidden, config.vqa_num_labels)
+        self.init_weights()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return vqa_loss(logits.float(), labels)  # soft-target BCE x label count
 
     def metrics(self, output: TaskOutput, labels: torch.Tensor) -> dict[str, float]:
         return {"vqa_score": float(M.vqa_score(output.logits, labels))}
@@ -221,31 +238,16 @@ class BridgeTowerForNLVR2(_TaskModel):
         return {"accuracy": M.accuracy(output.logits, labels)}
 
 
-class BridgeTowerForSNLIVE(_TaskModel):
+class BridgeTowerForSNLIVE(_ClsClassifier):
     """Visual entailment: contradiction 0, neutral 1, entailment 2; the text is the hypothesis."""
 
+    head_name, loss_name = "snli_classifier", "snli"
     head_prefixes = ("snli_classifier",)
 
     def __init__(self, config: BridgeTowerConfig) -> None:
         super().__init__(config)
         self.snli_classifier = two_layer_head(2 * config.hidden_size, _head_hidden(config, 2.0), 3)
         self.init_weights()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-    ) -> TaskOutput:
-        logits = self.snli_classifier(self._features(input_ids, attention_mask, pixel_values).cls_features)
-        out = TaskOutput(logits=logits)
-        if labels is not None:
-            out.losses["snli"] = F.cross_entropy(logits.float(), labels)
-        return out.total()
-
-    def metrics(self, output: TaskOutput, labels: torch.Tensor) -> dict[str, float]:
-        return {"accuracy": M.accuracy(output.logits, labels)}
 
 
 class BridgeTowerForRetrieval(_TaskModel):

@@ -310,3 +310,32 @@ def test_config_roundtrip_and_errors(tmp_path):
         BridgeTowerConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown BridgeTowerConfig keys: hiden_size"):
         BridgeTowerConfig.from_dict({"hiden_size": 3})
+
+
+def test_a_new_bridge_is_one_class_and_one_registry_line():
+    from bridgetower.bridge import Bridge, register_bridge
+
+    @register_bridge("max")
+    class MaxBridge(Bridge):
+        def forward(self, x, y, mask=None):
+            return self.LayerNorm(torch.maximum(x, y))
+
+    try:
+        model = BridgeTowerModel(tiny(bridge="max"))
+        assert isinstance(model.cross_modal_image_link_tower[0], MaxBridge)
+        ids, mask, pixels = batch(model.config)
+        assert torch.isfinite(model(ids, mask, pixels).cls_features).all()
+    finally:
+        del BRIDGES["max"]
+
+
+def test_bf16_autocast_with_padding():
+    torch.manual_seed(0)
+    model = BridgeTowerForVQA(tiny(bridge="cross_attention")).eval()
+    ids, mask, pixels = batch(model.config)
+    with torch.no_grad():
+        full = model(ids, mask, pixels).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(ids, mask, pixels).logits
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+    assert (half.float() - full).abs().max() < 0.1

@@ -23,7 +23,7 @@ from bridgetower import (
 from bridgetower.flops import forward_flops, pretraining_step_flops, train_flops, two_pass_pretraining_flops
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 4096, repeats: int = 5) -> float:
     """Measured FLOP/s of a large square matmul: the practical peak of this machine for `dtype`."""
     a = torch.randn(size, size, dtype=dtype)
     b = torch.randn(size, size, dtype=dtype)
