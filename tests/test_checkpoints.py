@@ -169,3 +169,22 @@ def test_start_pretraining_from_clip_and_roberta_towers(tmp_path):
     assert (image[0] - post(clip_out.hidden_states[2])).abs().max() < TOL
     keep = mask.bool()
     assert (text[-1][keep] - rob_out.hidden_states[3][keep]).abs().max() < TOL
+
+
+def test_unimodal_classifiers_load_their_tower_from_a_bridgetower_checkpoint(tmp_path):
+    from bridgetower import BridgeTowerForImageClassification, BridgeTowerForTextClassification
+
+    torch.manual_seed(0)
+    pre = BridgeTowerForPretraining(BridgeTowerConfig.preset("tiny"))
+    pre.save_pretrained(tmp_path / "pre")
+    image = BridgeTowerForImageClassification.from_pretrained(tmp_path / "pre", num_labels=10, image_size=32)
+    assert image.classifier.weight.shape == (10, 128)
+    ours = image.vision_model.visual.transformer.resblocks[0].attn.in_proj_weight
+    assert torch.equal(ours, pre.bridgetower.vision_model.visual.transformer.resblocks[0].attn.in_proj_weight)
+    assert image.vision_model.visual.embeddings.position_embedding.weight.shape[0] == (32 // 8) ** 2 + 1
+    text = BridgeTowerForTextClassification.from_pretrained(tmp_path / "pre", num_labels=3)
+    words = pre.bridgetower.text_model.embeddings.word_embeddings.weight
+    assert torch.equal(text.text_model.embeddings.word_embeddings.weight, words)
+    text.save_pretrained(tmp_path / "text")
+    again = BridgeTowerForTextClassification.from_pretrained(tmp_path / "text")
+    assert torch.equal(again.classifier.out_proj.weight, text.classifier.out_proj.weight)
