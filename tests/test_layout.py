@@ -32,7 +32,11 @@ def test_bridgetower_does_not_import_the_platform_stack():
 def test_btp_help_lists_subcommands():
     done = subprocess.run(["btp", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "bench" in done.stdout
+    assert "bench" in done.stdout and "data" in done.stdout
+    synth = subprocess.run(
+        ["btp", "data", "synth", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert synth.returncode == 0 and "--images" in synth.stdout
     bench = subprocess.run(
         ["btp", "bench", "model", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

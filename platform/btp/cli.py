@@ -13,6 +13,12 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.run_model_bench(args)
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from btp.data.synth import main_synth
+
+    return main_synth(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btp",
@@ -20,6 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="datasets: generate the grounded synthetic set")
+    data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
+    synth = data_sub.add_parser(
+        "synth",
+        help="write the grounded synthetic dataset (captions, VQA, NLVR2, SNLI-VE, retrieval) and its tokenizer",
+        description="Renders pictures of a few shapes and writes texts that are true (or, for negatives, false) of "
+        "them, in the official ViLT-style Arrow shard layout, plus a tokenizer trained on the text. "
+        "Same seed -> byte-identical files.",
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR", help="output directory (e.g. data/synth)")
+    synth.add_argument(
+        "--images", type=int, default=2000, help="pictures in total, shared among the datasets (default 2000)"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--image-size", type=int, default=64, help="picture size in pixels (default 64)")
+    synth.add_argument("--rows-per-shard", type=int, default=128, help="rows per Arrow shard (default 128)")
+    synth.set_defaults(func=_synth)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures (model speed, MFU)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="WHAT", required=True)
