@@ -1,0 +1,1 @@
+"""Data tools for the platform: synthetic grounded datasets in the official ViLT Arrow layout."""
