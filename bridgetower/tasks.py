@@ -156,6 +156,12 @@ class _ClsClassifier(_TaskModel):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
 
+    def head_input(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pixel_values: torch.Tensor
+    ) -> torch.Tensor:
+        """What the head reads: the pair's cls features."""
+        return self._features(input_ids, attention_mask, pixel_values).cls_features
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -163,8 +169,8 @@ class _ClsClassifier(_TaskModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> TaskOutput:
-        cls = self._features(input_ids, attention_mask, pixel_values).cls_features
-        out = TaskOutput(logits=getattr(self, self.head_name)(cls))
+        features = self.head_input(input_ids, attention_mask, pixel_values)
+        out = TaskOutput(logits=getattr(self, self.head_name)(features))
         if labels is not None:
             out.losses[self.loss_name] = self.loss(out.logits, labels)
         return out.total()
@@ -192,9 +198,13 @@ class BridgeTowerForVQA(_ClsClassifier):
         return {"vqa_score": float(M.vqa_score(output.logits, labels))}
 
 
-class BridgeTowerForNLVR2(_TaskModel):
-    """Two images per statement (token types 1 and 2); concatenated cls features -> True/False."""
+class BridgeTowerForNLVR2(_ClsClassifier):
+    """Two images per statement (token types 1 and 2); concatenated cls features -> True/False.
 
+    `pixel_values` is [B, 2, 3, H, W].
+    """
+
+    head_name, loss_name = "nlvr2_classifier", "nlvr2"
     head_prefixes = ("nlvr2_classifier",)
 
     def __init__(self, config: BridgeTowerConfig) -> None:
@@ -206,19 +216,14 @@ class BridgeTowerForNLVR2(_TaskModel):
 
     def init_weights(self) -> None:
         super().init_weights()
+        types = self.bridgetower.token_type_embeddings.weight
         with torch.no_grad():  # the official code starts row 2 (second image) as a copy of row 1
-            self.bridgetower.token_type_embeddings.weight[2] = self.bridgetower.token_type_embeddings.weight[
-                1
-            ]
+            types[2] = types[1]
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-    ) -> TaskOutput:
-        """`pixel_values`: [B, 2, 3, H, W]."""
+    def head_input(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pixel_values: torch.Tensor
+    ) -> torch.Tensor:
+        """[cls(text, image 0); cls(text, image 1)], computed as one batch of 2B pairs."""
         bt = self.bridgetower
         b = input_ids.shape[0]
         levels = bt.encode_image(pixel_values.flatten(0, 1))  # both images in one vision pass
@@ -228,14 +233,7 @@ class BridgeTowerForNLVR2(_TaskModel):
         mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
         tf, vf = bt.fuse(bt.project_text(text), bt.project_image(pairs, types), mask)
         cls = bt.cls_features(tf, vf)
-        logits = self.nlvr2_classifier(self.nlvr2_classifier_dropout(torch.cat([cls[:b], cls[b:]], dim=-1)))
-        out = TaskOutput(logits=logits)
-        if labels is not None:
-            out.losses["nlvr2"] = F.cross_entropy(logits.float(), labels)
-        return out.total()
-
-    def metrics(self, output: TaskOutput, labels: torch.Tensor) -> dict[str, float]:
-        return {"accuracy": M.accuracy(output.logits, labels)}
+        return self.nlvr2_classifier_dropout(torch.cat([cls[:b], cls[b:]], dim=-1))
 
 
 class BridgeTowerForSNLIVE(_ClsClassifier):
