@@ -37,15 +37,20 @@ class ArrowIPCDatasource(FileBasedDatasource):
         return filesystem.open_input_file(path)  # random access: the IPC file footer is at the end
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        start = 0
         for batch in _record_batches(f, path):
             table = pa.Table.from_batches([batch])
+            # where each row came from, so a bad row can be named by file and row
+            table = table.append_column("_file", pa.array([path] * table.num_rows, pa.string()))
+            table = table.append_column("_row", pa.array(range(start, start + table.num_rows), pa.int64()))
+            start += table.num_rows
             if self.columns:
                 missing = [c for c in self.columns if c not in table.column_names]
                 if missing:
                     raise ShardError(
                         f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}"
                     )
-                table = table.select(self.columns)
+                table = table.select([*self.columns, "_file", "_row"])
             for offset in range(0, table.num_rows, self.rows_per_block):
                 yield table.slice(offset, self.rows_per_block)
 
@@ -105,6 +110,7 @@ def read_shards(
         source = ArrowIPCDatasource(ipc, rows_per_block=rows_per_block, columns=columns, shuffle=shuffle)
         parts.append(ray.data.read_datasource(source))
     if parquet:
-        table = ray.data.read_parquet(parquet, shuffle=shuffle)
-        parts.append(table.select_columns(columns) if columns else table)
+        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True)
+        table = table.rename_columns({"path": "_file"})
+        parts.append(table.select_columns([*columns, "_file"]) if columns else table)
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])

@@ -1,0 +1,191 @@
+"""From dataset rows to model batches, without Ray: per-task samples, tokenizing, MLM masking, VQA targets.
+
+Rows use the official (ViLT-style) columns of reference §5; the output arrays are what the task models of
+`bridgetower.tasks` take. Randomness (augmentation, masking) comes from per-sample generators seeded by
+(seed, epoch, sample key), so a sample is processed the same way wherever and whenever it is processed.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+TASKS = ("pretrain", "irtr", "vqa", "nlvr2", "snli_ve")
+
+
+class BadRow(ValueError):
+    """A row that cannot become a sample; the message names the column and what is wrong."""
+
+
+def stable_id(*parts: Any) -> int:
+    """A 63-bit id that is the same in every process (Python's hash() is salted per process)."""
+    data = "\x1f".join(str(p) for p in parts).encode()
+    return (zlib.crc32(data) << 31) ^ zlib.crc32(data[::-1])
+
+
+def sample_rng(seed: int, epoch: int, key: Any) -> random.Random:
+    return random.Random(stable_id(seed, epoch, key))
+
+
+# ---- rows -> samples ---------------------------------------------------------------------------------------------
+def _need(row: dict[str, Any], column: str) -> Any:
+    if column not in row or row[column] is None:
+        raise BadRow(f"missing column {column!r}")
+    return row[column]
+
+
+def _text(value: Any, column: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRow(f"empty or non-text {column!r}: {value!r}")
+    return value
+
+
+def expand_row(task: str, row: dict[str, Any], vqa_num_labels: int | None = None) -> Iterator[dict[str, Any]]:
+    """One sample per (image, caption), question, statement or hypothesis, as the official datasets do."""
+    if task in ("pretrain", "irtr"):
+        image_id = str(_need(row, "image_id"))
+        for i, caption in enumerate(_need(row, "caption")):
+            yield {
+                "image": _need(row, "image"),
+                "text": _text(caption, "caption"),
+                "key": f"{image_id}/{i}",
+                "image_index": stable_id(image_id),
+            }
+    elif task == "vqa":
+        questions = _need(row, "questions")
+        labels, scores = _need(row, "answer_labels"), _need(row, "answer_scores")
+        ids = row.get("question_id") or [stable_id(row.get("image_id"), i) for i in range(len(questions))]
+        if not (len(labels) == len(scores) == len(questions)):
+            raise BadRow(
+                f"{len(questions)} questions but {len(labels)} answer_labels / {len(scores)} answer_scores"
+            )
+        for q, lab, sc, qid in zip(questions, labels, scores, ids):
+            if vqa_num_labels is not None:
+                vqa_targets([lab], [sc], vqa_num_labels)  # checks the labels against the vocabulary
+            yield {
+                "image": _need(row, "image"),
+                "text": _text(q, "questions"),
+                "key": qid,
+                "answer_labels": list(lab),
+                "answer_scores": list(sc),
+                "question_id": int(qid),
+            }
+    elif task == "nlvr2":
+        for i, (statement, answer) in enumerate(zip(_need(row, "questions"), _need(row, "answers"))):
+            if answer not in ("True", "False"):
+                raise BadRow(f"answers must be 'True' or 'False', not {answer!r}")
+            yield {
+                "image_0": _need(row, "image_0"),
+                "image_1": _need(row, "image_1"),
+                "text": _text(statement, "questions"),
+                "key": f"{row.get('identifier')}/{i}",
+                "label": int(answer == "True"),
+            }
+    elif task == "snli_ve":
+        for i, (pair, label) in enumerate(zip(_need(row, "sentences"), _need(row, "labels"))):
+            if label not in (0, 1, 2):
+                raise BadRow(f"labels must be 0, 1 or 2 (contradiction, neutral, entailment), not {label!r}")
+            yield {
+                "image": _need(row, "image"),
+                "text": _text(pair[-1], "sentences"),
+                "key": f"{row.get('image_id')}/{i}",
+                "label": int(label),
+            }
+    else:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+
+
+# ---- text -------------------------------------------------------------------------------------------------------
+def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> dict[str, np.ndarray]:
+    """Pad to `max_len` and truncate, as the official collator does."""
+    enc = tokenizer(
+        texts, padding="max_length", truncation=True, max_length=max_len, return_special_tokens_mask=True
+    )
+    return {
+        k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "special_tokens_mask")
+    }
+
+
+def mask_tokens(
+    input_ids: np.ndarray,
+    special_tokens_mask: np.ndarray,
+    rngs: list[random.Random],
+    mask_token_id: int,
+    vocab_size: int,
+    probability: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking: 15 % of non-special tokens; of those 80 % -> <mask>, 10 % -> random token, 10 % kept.
+
+    Returns (masked ids, labels with -100 where no prediction is asked).
+    """
+    masked = input_ids.copy()
+    labels = np.full_like(input_ids, -100)
+    for b, rng in enumerate(rngs):
+        for t in np.flatnonzero(special_tokens_mask[b] == 0):
+            if rng.random() >= probability:
+                continue
+            labels[b, t] = input_ids[b, t]
+            roll = rng.random()
+            if roll < 0.8:
+                masked[b, t] = mask_token_id
+            elif roll < 0.9:
+                masked[b, t] = rng.randrange(vocab_size)
+    return masked, labels
+
+
+def vqa_targets(labels: Iterable[list[int]], scores: Iterable[list[float]], num_labels: int) -> np.ndarray:
+    """Soft targets [B, num_labels] from the per-answer label ids and scores of the official files."""
+    rows = list(zip(labels, scores))
+    out = np.zeros((len(rows), num_labels), dtype=np.float32)
+    for b, (lab, sc) in enumerate(rows):
+        for label, score in zip(lab, sc):
+            if not 0 <= label < num_labels:
+                raise BadRow(f"answer label {label} is outside the answer vocabulary (0..{num_labels - 1})")
+            out[b, label] = score
+    return out
+
+
+# ---- samples -> batch -------------------------------------------------------------------------------------------
+ImageFn = Callable[[Any, random.Random], np.ndarray]  # encoded bytes or a decoded picture -> [3, H, W]
+
+
+def collate(
+    task: str,
+    samples: list[dict[str, Any]],
+    image_fn: ImageFn,
+    tokenizer: Any,
+    max_text_len: int,
+    seed: int = 0,
+    epoch: int = 0,
+    vqa_num_labels: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Fixed-shape arrays for the task models: pixel_values, input_ids, attention_mask and the task's labels."""
+    rngs = [sample_rng(seed, epoch, s["key"]) for s in samples]
+    text = tokenize(tokenizer, [s["text"] for s in samples], max_text_len)
+    batch: dict[str, np.ndarray] = {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+    if task == "nlvr2":
+        batch["pixel_values"] = np.stack(
+            [np.stack([image_fn(s["image_0"], r), image_fn(s["image_1"], r)]) for s, r in zip(samples, rngs)]
+        )
+    else:
+        batch["pixel_values"] = np.stack([image_fn(s["image"], r) for s, r in zip(samples, rngs)])
+    if task == "pretrain":
+        batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
+            text["input_ids"], text["special_tokens_mask"], rngs, tokenizer.mask_token_id, len(tokenizer)
+        )
+    if task in ("pretrain", "irtr"):
+        batch["image_index"] = np.asarray([s["image_index"] for s in samples], dtype=np.int64)
+    elif task == "vqa":
+        if vqa_num_labels is None:
+            raise ValueError("vqa batches need vqa_num_labels (the answer vocabulary size)")
+        batch["labels"] = vqa_targets(
+            [s["answer_labels"] for s in samples], [s["answer_scores"] for s in samples], vqa_num_labels
+        )
+        batch["question_id"] = np.asarray([s["question_id"] for s in samples], dtype=np.int64)
+    else:
+        batch["labels"] = np.asarray([s["label"] for s in samples], dtype=np.int64)
+    return batch

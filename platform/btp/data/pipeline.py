@@ -1,0 +1,147 @@
+"""Ray Data pipeline: shards -> per-task samples -> decoded, transformed, tokenized, masked model batches.
+
+The CPU work lives in `bridgetower.batches` and `bridgetower.transforms`; this module only schedules it with
+`map_batches`, so accelerator workers receive fixed-shape arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+
+from bridgetower import batches as B
+from bridgetower.transforms import decode_image, train_transform
+from btp.data.shards import read_shards
+
+log = logging.getLogger("btp.data")
+
+# columns each task reads (plus the image column(s)); keeps unused columns out of the object store
+TASK_COLUMNS = {
+    "pretrain": ["image", "caption", "image_id"],
+    "irtr": ["image", "caption", "image_id"],
+    "vqa": ["image", "questions", "answer_labels", "answer_scores", "question_id", "image_id"],
+    "nlvr2": ["image_0", "image_1", "questions", "answers", "identifier"],
+    "snli_ve": ["image", "sentences", "labels", "image_id"],
+}
+
+
+@dataclass
+class DataSpec:
+    """Everything the pipeline needs to turn shards into batches for one task."""
+
+    task: str
+    paths: Sequence[str]
+    tokenizer: str
+    image_size: int
+    max_text_len: int = 40
+    transform: str = "clip"
+    seed: int = 0
+    epoch: int = 0
+    vqa_num_labels: int | None = None
+    on_bad_row: str = "error"  # or "skip": the row is dropped and a warning names file, row and reason
+    map_batch_size: int = 64
+    shuffle_files: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_COLUMNS:
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASK_COLUMNS)}")
+        if self.on_bad_row not in ("error", "skip"):
+            raise ValueError(f"on_bad_row must be 'error' or 'skip', not {self.on_bad_row!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: str) -> Any:
+    """One tokenizer per worker process (a stateless function keeps the map a parallel task operator)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _image_fn(spec: DataSpec):
+    transform = train_transform(spec.transform, spec.image_size)
+    return lambda picture, rng: transform(picture, rng).numpy()
+
+
+def _decode(data: bytes, column: str) -> Any:
+    try:
+        return decode_image(data)
+    except ValueError as err:
+        raise B.BadRow(f"column {column}: {err}") from None
+
+
+def _where(row: dict[str, Any]) -> str:
+    file, index = row.get("_file"), row.get("_row")
+    return f"{file or '?'} row {index if index is not None else '?'}"
+
+
+def preprocess(table: pa.Table, spec: DataSpec) -> dict[str, np.ndarray]:
+    """One map_batches call: expand rows to samples, check each, and collate the good ones."""
+    tokenizer = load_tokenizer(spec.tokenizer)
+    image_fn = _image_fn(spec)
+    samples = []
+    for row in table.to_pylist():
+        try:
+            expanded = list(B.expand_row(spec.task, row, spec.vqa_num_labels))
+            for column in (
+                "image",
+                "image_0",
+                "image_1",
+            ):  # decode once per row, so a bad image names its row
+                if expanded and column in expanded[0]:
+                    picture = _decode(expanded[0][column], column)
+                    for sample in expanded:
+                        sample[column] = picture
+        except (B.BadRow, ValueError) as err:
+            message = f"{_where(row)}: {err}"
+            if spec.on_bad_row == "error":
+                raise B.BadRow(f"{message} (set data.on_bad_row: skip to drop such rows)") from None
+            log.warning("skipping %s", message)
+            continue
+        samples.extend(expanded)
+    if not samples:
+        return _empty(spec)
+    return B.collate(
+        spec.task, samples, image_fn, tokenizer, spec.max_text_len, spec.seed, spec.epoch, spec.vqa_num_labels
+    )
+
+
+def _empty(spec: DataSpec) -> dict[str, np.ndarray]:
+    """A zero-row batch with the usual keys and shapes (every row of this block was skipped)."""
+    n, size = spec.max_text_len, spec.image_size
+    images = (0, 2, 3, size, size) if spec.task == "nlvr2" else (0, 3, size, size)
+    out = {
+        "input_ids": np.zeros((0, n), np.int64),
+        "attention_mask": np.zeros((0, n), np.int64),
+        "pixel_values": np.zeros(images, np.float32),
+    }
+    if spec.task == "pretrain":
+        out.update(mlm_input_ids=np.zeros((0, n), np.int64), mlm_labels=np.zeros((0, n), np.int64))
+    if spec.task in ("pretrain", "irtr"):
+        out["image_index"] = np.zeros(0, np.int64)
+    elif spec.task == "vqa":
+        out.update(
+            labels=np.zeros((0, spec.vqa_num_labels or 0), np.float32), question_id=np.zeros(0, np.int64)
+        )
+    else:
+        out["labels"] = np.zeros(0, np.int64)
+    return out
+
+
+def build_dataset(spec: DataSpec) -> ray.data.Dataset:
+    """Streaming dataset of model-ready rows for `spec.task` (iterate with `iter_torch_batches`)."""
+    ds = read_shards(
+        spec.paths,
+        columns=TASK_COLUMNS[spec.task],
+        shuffle_seed=spec.seed + spec.epoch if spec.shuffle_files else None,
+    )
+    return ds.map_batches(
+        preprocess, fn_kwargs={"spec": spec}, batch_size=spec.map_batch_size, batch_format="pyarrow"
+    )
