@@ -15,6 +15,14 @@ from typing import Any
 import numpy as np
 
 TASKS = ("pretrain", "irtr", "vqa", "nlvr2", "snli_ve")
+# the columns each task reads from the official files (reference §5)
+COLUMNS = {
+    "pretrain": ["image", "caption", "image_id"],
+    "irtr": ["image", "caption", "image_id"],
+    "vqa": ["image", "questions", "answer_labels", "answer_scores", "question_id", "image_id"],
+    "nlvr2": ["image_0", "image_1", "questions", "answers", "identifier"],
+    "snli_ve": ["image", "sentences", "labels", "image_id"],
+}
 
 
 class BadRow(ValueError):

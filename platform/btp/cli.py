@@ -19,6 +19,12 @@ def _synth(args: argparse.Namespace) -> int:
     return main_synth(args)
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from btp.data.validate import main_validate
+
+    return main_validate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btp",
@@ -27,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", help="datasets: generate the grounded synthetic set")
+    data = sub.add_parser("data", help="datasets: synthetic data, validation")
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
     synth = data_sub.add_parser(
         "synth",
@@ -44,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64, help="picture size in pixels (default 64)")
     synth.add_argument("--rows-per-shard", type=int, default=128, help="rows per Arrow shard (default 128)")
     synth.set_defaults(func=_synth)
+    validate = data_sub.add_parser(
+        "validate",
+        help="check shards: schema, every image decodes, every row is usable; counts per split",
+        description="Reads each shard batch by batch, decodes every image and checks every row as training "
+        "would. Prints a summary; exits 1 with one line per problem (file, row, column).",
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="shard files or directories")
+    validate.add_argument(
+        "--task",
+        choices=["pretrain", "irtr", "vqa", "nlvr2", "snli_ve"],
+        default=None,
+        help="task of the rows (default: from the official file names)",
+    )
+    validate.set_defaults(func=_validate)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures (model speed, MFU)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="WHAT", required=True)

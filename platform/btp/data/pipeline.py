@@ -22,14 +22,7 @@ from btp.data.shards import read_shards
 
 log = logging.getLogger("btp.data")
 
-# columns each task reads (plus the image column(s)); keeps unused columns out of the object store
-TASK_COLUMNS = {
-    "pretrain": ["image", "caption", "image_id"],
-    "irtr": ["image", "caption", "image_id"],
-    "vqa": ["image", "questions", "answer_labels", "answer_scores", "question_id", "image_id"],
-    "nlvr2": ["image_0", "image_1", "questions", "answers", "identifier"],
-    "snli_ve": ["image", "sentences", "labels", "image_id"],
-}
+TASK_COLUMNS = B.COLUMNS
 
 
 @dataclass
