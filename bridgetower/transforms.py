@@ -321,14 +321,30 @@ TRANSFORMS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]] 
 }
 
 
-def train_transform(name: str, size: int) -> Callable[[Image.Image, random.Random], torch.Tensor]:
-    """Training transform `name` as fn(image, rng) -> normalised [3, size, size] float32 tensor."""
+def to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> [3, H, W] uint8 tensor (4x less to move than float; the model normalises it)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 with CLIP mean/std (what `normalize` does, on a batch)."""
+    mean = torch.tensor(CLIP_MEAN, device=pixels.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=pixels.device)[:, None, None]
+    return (pixels.float() / 255.0 - mean) / std
+
+
+def train_transform(
+    name: str, size: int, normalized: bool = True
+) -> Callable[[Image.Image, random.Random], torch.Tensor]:
+    """Training transform `name` as fn(image, rng) -> normalised [3, size, size] float32 tensor
+    (or the uint8 pixels when `normalized` is False)."""
     if name not in TRANSFORMS:
         raise ValueError(f"unknown train transform {name!r}; known: {', '.join(TRANSFORMS)}")
     fn = TRANSFORMS[name]
+    finish = normalize if normalized else to_uint8
 
     def apply(image: Image.Image, rng: random.Random) -> torch.Tensor:
-        return normalize(fn(image.convert("RGB"), size, rng))
+        return finish(fn(image.convert("RGB"), size, rng))
 
     apply.__name__ = f"train_transform_{name}"
     return apply

@@ -8,6 +8,7 @@ from torch import nn
 
 from bridgetower.config import VisionConfig
 from bridgetower.layers import run_layer
+from bridgetower.transforms import normalize_pixels
 
 
 def resize_positions(table: torch.Tensor, grid: int) -> torch.Tensor:
@@ -32,6 +33,8 @@ class VisionEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(cfg.num_positions, cfg.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dtype == torch.uint8:  # raw pixels from the data pipeline: CLIP-normalise here
+            pixel_values = normalize_pixels(pixel_values)
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
         grid_h, grid_w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)

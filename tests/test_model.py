@@ -339,3 +339,21 @@ def test_bf16_autocast_with_padding():
             half = model(ids, mask, pixels).logits
     assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
     assert (half.float() - full).abs().max() < 0.1
+
+
+def test_uint8_pixels_are_normalised_by_the_model():
+    from PIL import Image
+
+    from bridgetower.transforms import normalize, to_uint8
+
+    torch.manual_seed(0)
+    model = BridgeTowerModel(tiny()).eval()
+    ids, mask, _ = batch(model.config, b=2)
+    arrays = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8).numpy()
+    pictures = [Image.fromarray(a) for a in arrays]
+    raw = torch.stack([to_uint8(p) for p in pictures])
+    floats = torch.stack([normalize(p) for p in pictures])
+    with torch.no_grad():
+        assert torch.allclose(
+            model(ids, mask, raw).cls_features, model(ids, mask, floats).cls_features, atol=1e-5
+        )

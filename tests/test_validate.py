@@ -49,9 +49,7 @@ def test_bad_rows_are_listed_one_line_each(synth, tmp_path, capsys):
         b"junk",
     )
     write_copy(synth / "vqav2_train_0.arrow", bad / "vqav2_train_0.arrow", "answer_labels", 0, [[500]] * 5)
-    write_copy(
-        synth / "snli_train_0.arrow", bad / "snli_train_0.arrow", "labels", 2, [5, 5, 5]
-    )
+    write_copy(synth / "snli_train_0.arrow", bad / "snli_train_0.arrow", "labels", 2, [5, 5, 5])
     (bad / "nlvr2_dev_0.arrow").write_bytes((synth / "nlvr2_dev_0.arrow").read_bytes()[:200])  # truncated
     assert main(["data", "validate", str(bad)]) == 1
     out = capsys.readouterr().out

@@ -7,16 +7,28 @@ import sys
 from collections.abc import Sequence
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from btp import bench
+def _bench_model(args: argparse.Namespace) -> int:
+    from btp.bench.model import run_model_bench
 
-    return bench.run_model_bench(args)
+    return run_model_bench(args)
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from btp.bench.ingest import run_ingest_bench
+
+    return run_ingest_bench(args)
 
 
 def _synth(args: argparse.Namespace) -> int:
     from btp.data.synth import main_synth
 
     return main_synth(args)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from btp.data.convert import main_convert
+
+    return main_convert(args)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -33,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", help="datasets: synthetic data, validation")
+    data = sub.add_parser("data", help="datasets: synthetic data, conversion, validation")
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
     synth = data_sub.add_parser(
         "synth",
@@ -50,6 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=64, help="picture size in pixels (default 64)")
     synth.add_argument("--rows-per-shard", type=int, default=128, help="rows per Arrow shard (default 128)")
     synth.set_defaults(func=_synth)
+    convert = data_sub.add_parser(
+        "convert",
+        help="build shards from the raw public datasets (COCO/F30K Karpathy, VQAv2, NLVR2, SNLI-VE)",
+        description="Reads a raw public dataset layout (json + image folders) and writes official-style Arrow "
+        "shards with the original image bytes.",
+    )
+    convert.add_argument(
+        "task",
+        choices=["coco", "f30k", "vqav2", "nlvr2", "snli_ve"],
+        metavar="TASK",
+        help="coco, f30k, vqav2, nlvr2 or snli_ve",
+    )
+    convert.add_argument("--raw", required=True, help="directory holding the raw dataset")
+    convert.add_argument("--out", required=True, help="directory for the shards")
+    convert.add_argument("--rows-per-shard", type=int, default=1000, help="rows per shard (default 1000)")
+    convert.add_argument(
+        "--skip-missing-images",
+        action="store_true",
+        help="drop records whose image file is missing (counted and reported) instead of stopping",
+    )
+    convert.add_argument(
+        "--min-answer-freq",
+        type=int,
+        default=9,
+        help="VQAv2: answers kept in the vocabulary need this many questions (default 9: 3129 answers)",
+    )
+    convert.set_defaults(func=_convert)
     validate = data_sub.add_parser(
         "validate",
         help="check shards: schema, every image decodes, every row is usable; counts per split",
@@ -88,7 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     model.add_argument("--bf16", action="store_true", help="also time bf16 autocast against the bf16 peak")
     model.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
-    model.set_defaults(func=_bench)
+    model.set_defaults(func=_bench_model)
+    ingest = bench_sub.add_parser(
+        "ingest",
+        help="pretraining preprocessing throughput: Ray Data into a train worker vs DataLoader vs one process",
+        description="Decode, transform, tokenize and mask synthetic pretraining samples three ways: Ray Data "
+        "streaming into a Ray Train worker, a torch DataLoader with the same number of processes, and one plain "
+        "process. Prints rows/s, time to first batch and peak memory.",
+    )
+    ingest.add_argument("--rows", type=int, default=2000, help="samples to process per method (default 2000)")
+    ingest.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    ingest.add_argument(
+        "--image-size", type=int, default=64, help="image size after the transform (default 64)"
+    )
+    ingest.add_argument(
+        "--map-rows",
+        type=int,
+        default=64,
+        help="dataset rows per preprocessing call, for every method (default 64)",
+    )
+    ingest.add_argument("--workers", type=int, default=2, help="processes for Ray Data and the DataLoader")
+    ingest.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    ingest.set_defaults(func=_bench_ingest)
     return parser
 
 

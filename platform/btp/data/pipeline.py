@@ -38,6 +38,7 @@ class DataSpec:
     seed: int = 0
     epoch: int = 0
     vqa_num_labels: int | None = None
+    uint8_pixels: bool = True  # the model normalises uint8 pixels itself; 4x less data to move
     on_bad_row: str = "error"  # or "skip": the row is dropped and a warning names file, row and reason
     map_batch_size: int = 64
     shuffle_files: bool = True
@@ -59,7 +60,7 @@ def load_tokenizer(path: str) -> Any:
 
 
 def _image_fn(spec: DataSpec):
-    transform = train_transform(spec.transform, spec.image_size)
+    transform = train_transform(spec.transform, spec.image_size, normalized=not spec.uint8_pixels)
     return lambda picture, rng: transform(picture, rng).numpy()
 
 
@@ -113,7 +114,7 @@ def _empty(spec: DataSpec) -> dict[str, np.ndarray]:
     out = {
         "input_ids": np.zeros((0, n), np.int64),
         "attention_mask": np.zeros((0, n), np.int64),
-        "pixel_values": np.zeros(images, np.float32),
+        "pixel_values": np.zeros(images, np.uint8 if spec.uint8_pixels else np.float32),
     }
     if spec.task == "pretrain":
         out.update(mlm_input_ids=np.zeros((0, n), np.int64), mlm_labels=np.zeros((0, n), np.int64))
