@@ -33,10 +33,16 @@ def test_btp_help_lists_subcommands():
     done = subprocess.run(["btp", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "bench" in done.stdout and "data" in done.stdout
-    synth = subprocess.run(
-        ["btp", "data", "synth", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert synth.returncode == 0 and "--images" in synth.stdout
+    for command, flag in (
+        (["data", "synth"], "--images"),
+        (["data", "convert"], "--raw"),
+        (["data", "validate"], "--task"),
+        (["bench", "ingest"], "--rows"),
+    ):
+        sub = subprocess.run(
+            ["btp", *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert sub.returncode == 0 and flag in sub.stdout, command
     bench = subprocess.run(
         ["btp", "bench", "model", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
