@@ -174,7 +174,12 @@ def collate(
     """Fixed-shape arrays for the task models: pixel_values, input_ids, attention_mask and the task's labels."""
     rngs = [sample_rng(seed, epoch, s["key"]) for s in samples]
     text = tokenize(tokenizer, [s["text"] for s in samples], max_text_len)
-    batch: dict[str, np.ndarray] = {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+    batch: dict[str, np.ndarray] = {
+        "input_ids": text["input_ids"],
+        "attention_mask": text["attention_mask"],
+        # a stable id per sample: lets a trainer check coverage, de-duplicate, or find a sample again
+        "sample_id": np.asarray([stable_id(s["key"]) for s in samples], dtype=np.int64),
+    }
     if task == "nlvr2":
         batch["pixel_values"] = np.stack(
             [np.stack([image_fn(s["image_0"], r), image_fn(s["image_1"], r)]) for s, r in zip(samples, rngs)]

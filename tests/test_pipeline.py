@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import ray
 
-from btp.data.pipeline import DataSpec, build_dataset
+from btp.data.pipeline import DataSpec, build_dataset, skipped_rows
 from btp.data.synth import write_synthetic
 
 FILES = {
@@ -97,7 +98,10 @@ def test_corrupt_image_is_named_and_can_be_skipped(local_ray, synth, tmp_path):
         build_dataset(spec(synth, "pretrain", paths=[path])).take_all()
     good = pa.ipc.open_file(pa.memory_map(path)).read_all()
     expected = sum(len(c) for i, c in enumerate(good.column("caption").to_pylist()) if i != 2)
-    assert build_dataset(spec(synth, "pretrain", paths=[path], on_bad_row="skip")).count() == expected
+    skipping = spec(synth, "pretrain", paths=[path], on_bad_row="skip")
+    assert build_dataset(skipping).count() == expected
+    skipped = skipped_rows(skipping)
+    assert skipped["count"] == 1 and "row 2: column image: cannot decode" in skipped["messages"][0]
 
 
 def test_bad_labels_are_named(local_ray, synth, tmp_path):
@@ -108,3 +112,34 @@ def test_bad_labels_are_named(local_ray, synth, tmp_path):
     shutil.copy(sorted(synth.glob("snli_train_*.arrow"))[0], missing)
     with pytest.raises(Exception, match="missing column"):
         build_dataset(spec(synth, "pretrain", paths=[str(missing)])).take_all()
+
+
+def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth, tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # defined here so Ray pickles it by value (the tests folder is not importable in workers)
+    def _collect_ids(config):
+        import ray.train
+
+        from btp.data.pipeline import train_batches
+
+        ids = []
+        for batch in train_batches(batch_size=8, shuffle_buffer=16, seed=config["seed"]):
+            ids.extend(batch["sample_id"].tolist())
+        rank = ray.train.get_context().get_world_rank()
+        (Path(config["out"]) / f"rank{rank}.json").write_text(json.dumps(ids))
+
+    data = spec(synth, "snli_ve")
+    expected = sorted(build_dataset(data).to_pandas()["sample_id"].tolist())
+    TorchTrainer(
+        _collect_ids,
+        train_loop_config={"out": str(tmp_path), "seed": 0},
+        scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 0.5}),
+        datasets={"train": build_dataset(data)},
+        run_config=RunConfig(name="shards", storage_path=str(tmp_path / "runs")),
+    ).fit()
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0 and rank1 and not set(rank0) & set(rank1)
+    assert sorted(rank0 + rank1) == expected

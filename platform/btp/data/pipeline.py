@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,8 @@ class DataSpec:
     epoch: int = 0
     vqa_num_labels: int | None = None
     uint8_pixels: bool = True  # the model normalises uint8 pixels itself; 4x less data to move
-    on_bad_row: str = "error"  # or "skip": the row is dropped and a warning names file, row and reason
+    on_bad_row: str = "error"  # or "skip": the row is dropped, counted, and a warning names file, row, reason
+    skip_counter: str | None = None  # name of the SkipCounter actor (set by build_dataset)
     map_batch_size: int = 64
     shuffle_files: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -76,35 +78,77 @@ def _where(row: dict[str, Any]) -> str:
     return f"{file or '?'} row {index if index is not None else '?'}"
 
 
+def _samples(row: dict[str, Any], spec: DataSpec) -> list[dict[str, Any]]:
+    """The row's samples, its images decoded once (so a bad image is named with its row)."""
+    samples = list(B.expand_row(spec.task, row, spec.vqa_num_labels))
+    for column in ("image", "image_0", "image_1"):
+        if samples and column in samples[0]:
+            picture = _decode(samples[0][column], column)
+            for sample in samples:
+                sample[column] = picture
+    return samples
+
+
 def preprocess(table: pa.Table, spec: DataSpec) -> dict[str, np.ndarray]:
     """One map_batches call: expand rows to samples, check each, and collate the good ones."""
-    tokenizer = load_tokenizer(spec.tokenizer)
-    image_fn = _image_fn(spec)
     samples = []
     for row in table.to_pylist():
         try:
-            expanded = list(B.expand_row(spec.task, row, spec.vqa_num_labels))
-            for column in (
-                "image",
-                "image_0",
-                "image_1",
-            ):  # decode once per row, so a bad image names its row
-                if expanded and column in expanded[0]:
-                    picture = _decode(expanded[0][column], column)
-                    for sample in expanded:
-                        sample[column] = picture
+            samples.extend(_samples(row, spec))
         except (B.BadRow, ValueError) as err:
             message = f"{_where(row)}: {err}"
             if spec.on_bad_row == "error":
                 raise B.BadRow(f"{message} (set data.on_bad_row: skip to drop such rows)") from None
             log.warning("skipping %s", message)
-            continue
-        samples.extend(expanded)
+            # wait for the count: skips are rare, and a report must not miss one still in flight
+            ray.get(_skips(spec.skip_counter).add.remote(message), timeout=60)
     if not samples:
         return _empty(spec)
     return B.collate(
-        spec.task, samples, image_fn, tokenizer, spec.max_text_len, spec.seed, spec.epoch, spec.vqa_num_labels
+        spec.task,
+        samples,
+        _image_fn(spec),
+        load_tokenizer(spec.tokenizer),
+        spec.max_text_len,
+        spec.seed,
+        spec.epoch,
+        spec.vqa_num_labels,
     )
+
+
+@ray.remote(num_cpus=0)
+class SkipCounter:
+    """Counts the rows a dataset skipped, and keeps the first messages, so a run can report them."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.count, self.keep, self.messages = 0, keep, []
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.messages) < self.keep:
+            self.messages.append(message)
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": self.count, "messages": list(self.messages)}
+
+
+_COUNTERS: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _skips(name: str | None):
+    if name is None:
+        raise RuntimeError(
+            "on_bad_row 'skip' needs the dataset built by build_dataset (it creates the counter)"
+        )
+    return ray.get_actor(name)
+
+
+def skipped_rows(spec: DataSpec) -> dict[str, Any]:
+    """{"count": rows skipped so far, "messages": the first few, each naming file, row and reason}."""
+    if spec.skip_counter is None:
+        return {"count": 0, "messages": []}
+    return ray.get(_skips(spec.skip_counter).summary.remote(), timeout=60)
 
 
 def _empty(spec: DataSpec) -> dict[str, np.ndarray]:
@@ -115,6 +159,7 @@ def _empty(spec: DataSpec) -> dict[str, np.ndarray]:
         "input_ids": np.zeros((0, n), np.int64),
         "attention_mask": np.zeros((0, n), np.int64),
         "pixel_values": np.zeros(images, np.uint8 if spec.uint8_pixels else np.float32),
+        "sample_id": np.zeros(0, np.int64),
     }
     if spec.task == "pretrain":
         out.update(mlm_input_ids=np.zeros((0, n), np.int64), mlm_labels=np.zeros((0, n), np.int64))
@@ -136,6 +181,26 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         columns=TASK_COLUMNS[spec.task],
         shuffle_seed=spec.seed + spec.epoch if spec.shuffle_files else None,
     )
+    if spec.on_bad_row == "skip" and spec.skip_counter is None:
+        spec.skip_counter = f"btp-skipped-{uuid.uuid4().hex[:12]}"
+        # the driver keeps the handle: an actor without one is garbage-collected
+        _COUNTERS[spec.skip_counter] = SkipCounter.options(name=spec.skip_counter).remote()
     return ds.map_batches(
         preprocess, fn_kwargs={"spec": spec}, batch_size=spec.map_batch_size, batch_format="pyarrow"
+    )
+
+
+def train_batches(
+    name: str = "train", batch_size: int = 32, shuffle_buffer: int = 0, seed: int = 0, drop_last: bool = False
+):
+    """Inside a Ray Train worker: this worker's disjoint stream of torch batches, locally shuffled with a seed."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        local_shuffle_buffer_size=shuffle_buffer or None,
+        local_shuffle_seed=seed + ray.train.get_context().get_world_rank() if shuffle_buffer else None,
+        drop_last=drop_last,
+        prefetch_batches=2,
     )
