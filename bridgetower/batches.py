@@ -40,10 +40,20 @@ def sample_rng(seed: int, epoch: int, key: Any) -> random.Random:
 
 
 # ---- rows -> samples ---------------------------------------------------------------------------------------------
+LIST_COLUMNS = {"caption", "questions", "answers", "answer_labels", "answer_scores", "sentences", "labels"}
+BYTES_COLUMNS = {"image", "image_0", "image_1"}
+
+
 def _need(row: dict[str, Any], column: str) -> Any:
+    """The value of `column`, checked to have the official type (a mistyped column fails here, not later)."""
     if column not in row or row[column] is None:
         raise BadRow(f"missing column {column!r}")
-    return row[column]
+    value = row[column]
+    if column in LIST_COLUMNS and not isinstance(value, list | tuple):
+        raise BadRow(f"column {column!r} must be a list, found {type(value).__name__}: {str(value)[:40]!r}")
+    if column in BYTES_COLUMNS and not isinstance(value, bytes | bytearray | memoryview):
+        raise BadRow(f"column {column!r} must hold encoded image bytes, found {type(value).__name__}")
+    return value
 
 
 def _text(value: Any, column: str) -> str:

@@ -61,6 +61,8 @@ def test_expansion_follows_the_official_datasets(synth):
         ("nlvr2", {"answers": ["maybe"]}, "'True' or 'False'"),
         ("snli_ve", {"labels": [7]}, "0, 1 or 2"),
         ("vqa", {"answer_scores": []}, "answer_scores"),
+        ("pretrain", {"caption": "a caption, not a list"}, "column 'caption' must be a list, found str"),
+        ("snli_ve", {"image": "picture.jpg"}, "must hold encoded image bytes"),
     ],
 )
 def test_bad_rows_say_what_is_wrong(synth, task, change, message):

@@ -147,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset rows per preprocessing call, for every method (default 64)",
     )
     ingest.add_argument("--workers", type=int, default=2, help="processes for Ray Data and the DataLoader")
+    ingest.add_argument(
+        "--stream-gb",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="instead: stream GB of generated shards and report peak memory of driver and workers",
+    )
+    ingest.add_argument(
+        "--data-dir", default=None, help="where --stream-gb writes its shards (default: temp dir)"
+    )
     ingest.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
     ingest.set_defaults(func=_bench_ingest)
     return parser
