@@ -1,0 +1,69 @@
+"""The official parameter groups, multipliers and schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bridgetower import BridgeTowerConfig, BridgeTowerForPretraining, BridgeTowerForRetrieval
+from btp.train.optim import build_optimizer, group_of, planned_steps, warmup_linear_decay, warmup_steps
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mlm_score.transform.dense.weight", ("head", True)),
+        ("mlm_score.bias", ("head", False)),
+        ("itm_score.fc.weight", ("head", True)),
+        ("vqa_classifier.1.weight", ("head", True)),  # the head's LayerNorm is index 1: decayed, as official
+        ("bridgetower.cross_modal_text_layers.0.output.LayerNorm.weight", ("cross_modal", False)),
+        ("bridgetower.cross_modal_image_transform.weight", ("cross_modal", True)),
+        ("bridgetower.cross_modal_text_link_tower.0.LayerNorm.weight", ("cross_modal", False)),
+        ("bridgetower.vision_model.visual.transformer.resblocks.0.ln_1.weight", ("base", True)),
+        ("bridgetower.vision_model.visual.ln_post.weight", ("base", True)),
+        ("bridgetower.text_model.encoder.layer.0.attention.output.LayerNorm.weight", ("base", False)),
+        ("bridgetower.token_type_embeddings.weight", ("base", True)),
+        ("rank_output.weight", ("base", True)),
+        ("temperature", ("base", True)),
+    ],
+)
+def test_groups_follow_the_official_rules(name, expected):
+    assert group_of(name) == expected
+
+
+def test_optimizer_covers_every_trainable_parameter_once():
+    model = BridgeTowerForRetrieval(
+        BridgeTowerConfig.preset("tiny")
+    )  # itm_score frozen in ITM-only retrieval
+    opt = build_optimizer(model, lr=1e-5, weight_decay=0.01, lr_mult_head=5.5, lr_mult_cross_modal=5)
+    seen = [id(p) for g in opt.param_groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable) and len(seen) == len(set(seen))
+    rates = {g["name"]: (g["lr"], g["weight_decay"]) for g in opt.param_groups}
+    assert rates["cross_modal/no_decay"] == (pytest.approx(5e-5), 0.0)
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-8
+    heads = build_optimizer(
+        BridgeTowerForPretraining(BridgeTowerConfig.preset("tiny")), 1e-5, lr_mult_head=5.5
+    )
+    head_rates = [g["lr"] for g in heads.param_groups if g["name"].startswith("head")]
+    assert head_rates and all(r == pytest.approx(5.5e-5) for r in head_rates)  # a float multiplier multiplies
+
+
+def test_steps_come_from_the_effective_batch():
+    assert planned_steps(1000, workers=2, batch_size=8, grad_accum=2, epochs=3) == 3 * 32
+    assert planned_steps(1000, workers=1, batch_size=16, grad_accum=2, epochs=3) == 3 * 32
+    assert planned_steps(1000, 2, 8, 2, 3, max_steps=10) == 10
+    assert warmup_steps(100, 0.1) == 10 and warmup_steps(100, 25) == 25
+
+
+def test_warmup_then_linear_decay_per_group():
+    p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [p1], "lr": 1.0}, {"params": [p2], "lr": 10.0}])
+    sched = warmup_linear_decay(opt, total_steps=10, warmup=0.2)
+    lrs = []
+    for _ in range(11):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert [round(a, 6) for a, _ in lrs] == [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+    assert lrs[2][1] == pytest.approx(10.0) and lrs[6][1] == pytest.approx(5.0)
