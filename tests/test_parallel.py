@@ -1,0 +1,60 @@
+"""FSDP2 sharding is real: with 2 gloo ranks each holds about half of the parameters and optimizer state."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from bridgetower import BridgeTowerConfig, BridgeTowerForPretraining
+        from btp.train.optim import build_optimizer
+        from btp.train.parallel import apply_fsdp, local_numel
+
+        torch.manual_seed(0)
+        model = BridgeTowerForPretraining(BridgeTowerConfig.preset("tiny"))
+        total = sum(p.numel() for p in model.parameters())
+        apply_fsdp(model)
+        opt = build_optimizer(model, lr=1e-4)
+        g = torch.Generator().manual_seed(rank)
+        ids = torch.randint(5, 1000, (2, 12), generator=g)
+        labels = torch.full_like(ids, -100)
+        labels[:, 2] = ids[:, 2]
+        loss = model(ids, torch.ones_like(ids), torch.randn(2, 3, 64, 64, generator=g), ids, labels).loss
+        loss.backward()
+        opt.step()
+        state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
+        result = {
+            "total": total,
+            "params": local_numel(model.parameters()),
+            "state": local_numel(state),
+            "loss": float(loss),
+        }
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_each_hold_about_half(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    total = ranks[0]["total"]
+    assert sum(r["params"] for r in ranks) == total
+    for r in ranks:
+        assert 0.4 * total < r["params"] < 0.6 * total, r
+        assert 0.8 * total < r["state"] < 1.2 * total, r  # exp_avg + exp_avg_sq of the local shard: 2 x ~half
