@@ -37,6 +37,12 @@ def _validate(args: argparse.Namespace) -> int:
     return main_validate(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from btp.train.run import main_train
+
+    return main_train(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btp",
@@ -44,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train an experiment on Ray Train (FSDP2): pretraining or any fine-tuning task",
+        description="Runs EXPERIMENT.yaml (sections model, data, train, track) on Ray Train. key=value arguments "
+        "override the file, e.g. train.lr=3e-4 model.bridge=gated. Outputs go to train.storage/NAME: the "
+        "resolved config, metrics.jsonl, summary.json and the final model (save_pretrained).",
+    )
+    train.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(func=_train)
 
     data = sub.add_parser("data", help="datasets: synthetic data, conversion, validation")
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)

@@ -1,0 +1,128 @@
+"""From an experiment config to the things a run needs: the model, the data specs, the sample count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+from bridgetower import TASK_MODELS, BridgeTowerConfig
+from btp.config import ExperimentConfig
+from btp.data.pipeline import DataSpec
+from btp.data.shards import expand
+
+# the config's task names -> bridgetower's task model keys
+MODEL_TASKS = {
+    "pretrain": "pretrain",
+    "irtr": "irtr",
+    "vqa": "vqa",
+    "nlvr2": "nlvr2",
+    "snli_ve": "snli_ve",
+    "image_classification": "image_classification",
+    "text_classification": "text_classification",
+}
+# the list column whose length is the number of samples a row expands to
+SAMPLE_COLUMN = {
+    "pretrain": "caption",
+    "irtr": "caption",
+    "vqa": "questions",
+    "nlvr2": "questions",
+    "snli_ve": "labels",
+}
+
+
+class DataMissingError(SystemExit):
+    """The experiment's data is not where `data.root` says."""
+
+
+def shard_paths(cfg: ExperimentConfig, split: str) -> list[str]:
+    """The split's shard patterns, relative to data.root unless absolute or a URI, expanded."""
+    root = Path(cfg.data.root)
+    patterns = getattr(cfg.data, split)
+    full = [p if "://" in p or Path(p).is_absolute() else str(root / p) for p in patterns]
+    try:
+        return expand(full)
+    except FileNotFoundError as err:
+        hint = "run `btp data synth data/synth` to create it" if "synth" in str(root) else "check data.root"
+        raise DataMissingError(f"data.{split}: {err}; {hint}") from None
+
+
+def vqa_num_labels(cfg: ExperimentConfig) -> int | None:
+    if cfg.data.task != "vqa":
+        return None
+    path = Path(cfg.data.vqa_answers or "")
+    if not path.is_file():
+        raise DataMissingError(
+            f"data.vqa_answers: {path} not found (the answer vocabulary of the VQA shards)"
+        )
+    return len(json.loads(path.read_text()))
+
+
+def model_config(cfg: ExperimentConfig) -> BridgeTowerConfig:
+    """The preset, with the experiment's bridge, depth and free-form overrides."""
+    overrides = dict(cfg.model.config)
+    overrides["bridge"] = cfg.model.bridge
+    if cfg.model.num_layers is not None:
+        overrides["num_layers"] = cfg.model.num_layers
+    if cfg.data.image_size is not None:
+        overrides.setdefault("vision", {})["image_size"] = cfg.data.image_size
+    labels = vqa_num_labels(cfg)
+    if labels is not None:
+        overrides["vqa_num_labels"] = labels
+    overrides["gradient_checkpointing"] = cfg.model.gradient_checkpointing
+    return BridgeTowerConfig.preset(cfg.model.preset, **overrides)
+
+
+def build_model(cfg: ExperimentConfig) -> nn.Module:
+    """The task model: fresh, from a checkpoint (`init_from`, which may be `runs/NAME`), or from two towers."""
+    cls = TASK_MODELS[MODEL_TASKS[cfg.data.task]]
+    config = model_config(cfg)
+    if cfg.model.init_from:
+        source = Path(cfg.model.init_from)
+        if (source / "model" / "config.json").is_file():  # an earlier run of ours: its final weights
+            source = source / "model"
+        keep = {
+            k: v for k, v in config.to_dict().items() if k in ("vqa_num_labels", "gradient_checkpointing")
+        }
+        return cls.from_pretrained(str(source), image_size=config.vision.image_size, **keep)
+    if cfg.model.init_towers:
+        return cls.from_towers(cfg.model.init_towers.vision, cfg.model.init_towers.text, config=config)
+    torch.manual_seed(cfg.train.seed)
+    return cls(config)
+
+
+def data_spec(cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0) -> DataSpec:
+    d = cfg.data
+    return DataSpec(
+        task=d.task,
+        paths=shard_paths(cfg, split),
+        tokenizer=d.tokenizer,
+        image_size=image_size,
+        max_text_len=d.max_text_len,
+        transform=d.transform if split == "train" else d.eval_transform,
+        seed=cfg.train.seed,
+        epoch=epoch,
+        vqa_num_labels=vqa_num_labels(cfg),
+        on_bad_row=d.on_bad_row,
+        map_batch_size=d.map_batch_size,
+        shuffle_files=split == "train",
+    )
+
+
+def count_samples(task: str, paths: list[str]) -> int:
+    """Samples the shards expand to, read from one list column only (no images are loaded)."""
+    column = SAMPLE_COLUMN[task]
+    total = 0
+    for path in paths:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path, columns=[column])
+        else:
+            with pa.memory_map(path) as source:
+                table = pa.ipc.open_file(source).read_all().select([column])
+        total += int(pa.compute.sum(pa.compute.list_value_length(table.column(column))).as_py() or 0)
+    return total

@@ -1,0 +1,204 @@
+"""The per-worker training loop (runs inside Ray Train workers): one class of small named steps."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bridgetower.flops import forward_flops, pretraining_step_flops, train_flops
+from btp.config import ExperimentConfig
+from btp.data.pipeline import train_batches
+from btp.train.build import build_model
+from btp.train.optim import build_optimizer, warmup_linear_decay
+from btp.train.parallel import apply_fsdp
+
+
+def _cpu_peak_flops() -> float:
+    """A quick fp32 matmul measurement of this worker's CPU (the MFU denominator)."""
+    a = torch.randn(1024, 1024)
+    torch.mm(a, a)
+    start = time.perf_counter()
+    for _ in range(3):
+        torch.mm(a, a)
+    return 3 * 2 * 1024**3 / (time.perf_counter() - start)
+
+
+def forward(model: torch.nn.Module, task: str, batch: dict[str, torch.Tensor]):
+    """Feed a pipeline batch to the task model (the batch keys are the pipeline's contract)."""
+    ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    if task == "pretrain":
+        return model(ids, mask, pixels, batch["mlm_input_ids"], batch["mlm_labels"])
+    if task == "irtr":
+        return model(ids, mask, pixels, image_ids=batch["image_index"], return_loss=True)
+    return model(ids, mask, pixels, labels=batch["labels"])
+
+
+def metric_labels(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    return {"pretrain": batch.get("mlm_labels"), "irtr": None}.get(task, batch.get("labels"))
+
+
+class Trainer:
+    """Builds the sharded model and optimizer, then steps, logs, evaluates and saves."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: str, total_steps: int) -> None:
+        import ray.train
+
+        self.cfg, self.run_dir, self.total_steps = cfg, Path(run_dir), total_steps
+        self.rank = ray.train.get_context().get_world_rank()
+        self.world = ray.train.get_context().get_world_size()
+        self.task = cfg.data.task
+        self.model = build_model(cfg)  # same seed on every rank: identical weights before sharding
+        self.model_class, self.model_config = type(self.model), self.model.config
+        torch.manual_seed(cfg.train.seed + 1000 * self.rank)  # dropout and ITM negatives differ per rank
+        if cfg.train.fsdp and self.world > 1:
+            apply_fsdp(self.model, bf16=cfg.train.precision == "bf16" and cfg.train.use_gpu)
+        t = cfg.train
+        self.optimizer = build_optimizer(
+            self.model, t.lr, t.weight_decay, t.lr_mult_head, t.lr_mult_cross_modal, tuple(t.betas), t.eps
+        )
+        self.scheduler = warmup_linear_decay(self.optimizer, total_steps, t.warmup, t.end_lr)
+        self.step = 0
+        self.flops_per_sample = self._flops()
+        self.peak_flops = _cpu_peak_flops()
+
+    def _flops(self) -> int:
+        c = self.model_config
+        if not hasattr(c, "vision") or self.task not in ("pretrain", "vqa", "nlvr2", "snli_ve", "irtr"):
+            return 0
+        n, size = self.cfg.data.max_text_len, c.vision.image_size
+        fwd = pretraining_step_flops(c, n, size) if self.task == "pretrain" else forward_flops(c, n, size)
+        return train_flops(fwd * (2 if self.task == "nlvr2" else 1))
+
+    # ---- one optimizer step --------------------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Forward/backward over the accumulation micro-batches, then one optimizer and schedule step."""
+        self.model.train()
+        losses: dict[str, float] = {}
+        for micro in micro_batches:
+            out = forward(self.model, self.task, micro)
+            (out.loss / len(micro_batches)).backward()
+            for name, value in {"loss": out.loss, **out.losses}.items():
+                losses[name] = losses.get(name, 0.0) + float(value.detach()) / len(micro_batches)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return losses
+
+    def micro_batches(self):
+        """Groups of `grad_accum` batches from this worker's stream, epoch after epoch."""
+        t = self.cfg.train
+        group: list[dict[str, torch.Tensor]] = []
+        while True:
+            for batch in train_batches(
+                "train", t.batch_size, self.cfg.data.shuffle_buffer, t.seed, drop_last=True
+            ):
+                group.append(batch)
+                if len(group) == t.grad_accum:
+                    yield group
+                    group = []
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Task metrics over this worker's part of the validation split, summed across workers."""
+        import ray.train
+
+        try:
+            shard = ray.train.get_dataset_shard("val")
+        except KeyError:
+            return {}
+        if shard is None:
+            return {}
+        self.model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
+            out = forward(self.model, self.task, batch)
+            n = len(batch["input_ids"])
+            values = {"loss": float(out.loss), **self.model.metrics(out, metric_labels(self.task, batch))}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            count += n
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        return {f"val/{k}": float(totals[i] / max(1.0, float(totals[-1]))) for i, k in enumerate(keys)}
+
+    # ---- logging and saving --------------------------------------------------------------------------------
+    def log(self, metrics: dict[str, Any]) -> None:
+        import ray.train
+
+        metrics = {"step": self.step, **metrics}
+        if self.rank == 0:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            shown = "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+            )
+            print(f"[{self.cfg.train.name}] {shown}", flush=True)
+        ray.train.report(metrics)
+
+    def save_model(self) -> None:
+        """The final weights as `save_pretrained` (safetensors), gathered to rank 0 from the shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        if dist.is_initialized() and self.world > 1:
+            state = get_model_state_dict(
+                self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        else:
+            state = self.model.state_dict()
+        if self.rank == 0:
+            plain = self.model_class(self.model_config)
+            plain.load_state_dict(state)
+            plain.save_pretrained(self.run_dir / "model")
+
+    def train(self) -> None:
+        t = self.cfg.train
+        stream = self.micro_batches()
+        window_start, waited, samples = time.perf_counter(), 0.0, 0
+        while self.step < self.total_steps:
+            fetch = time.perf_counter()
+            group = next(stream)
+            waited += time.perf_counter() - fetch
+            losses = self.train_step(group)
+            samples += sum(len(b["input_ids"]) for b in group) * self.world
+            if self.step % t.log_every == 0 or self.step == self.total_steps:
+                elapsed = time.perf_counter() - window_start
+                throughput = samples / elapsed
+                self.log(
+                    {
+                        **{f"train/{k}": v for k, v in losses.items()},
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "samples_per_s": throughput,
+                        "data_wait_share": waited / elapsed,
+                        "mfu": self.flops_per_sample * throughput / (self.peak_flops * self.world),
+                        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                    }
+                )
+                window_start, waited, samples = time.perf_counter(), 0.0, 0
+            if t.eval_every and self.step % t.eval_every == 0 and self.step < self.total_steps:
+                self.log(self.evaluate())
+        final = self.evaluate()
+        self.log(final)
+        self.save_model()
+        if self.rank == 0:
+            (self.run_dir / "summary.json").write_text(
+                json.dumps({"steps": self.step, **final}, indent=2) + "\n"
+            )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), config["experiment"]))
+    Trainer(cfg, config["run_dir"], config["total_steps"]).train()

@@ -1,0 +1,124 @@
+"""`btp train EXPERIMENT.yaml [key=value ...]`: the driver that starts Ray Train on the experiment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from btp.config import ConfigError, ExperimentConfig, load_experiment, save_resolved
+from btp.train.build import DataMissingError, count_samples, data_spec, model_config, shard_paths
+from btp.train.optim import planned_steps
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return (Path(cfg.train.storage) / cfg.train.name).resolve()
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    if cfg.train.num_workers > 1 and not cfg.train.fsdp:
+        raise ConfigError("train.fsdp: false needs train.num_workers: 1 (several workers shard with FSDP2)")
+    if cfg.data.task in ("image_classification", "text_classification"):
+        raise ConfigError(f"data.task: {cfg.data.task} has no data pipeline yet; it trains from Python only")
+
+
+def train(cfg: ExperimentConfig) -> dict:
+    """Run the experiment on Ray Train; returns the final metrics (also in runs/NAME/summary.json)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from btp.data.pipeline import build_dataset
+    from btp.train.loop import train_loop_per_worker
+
+    _check(cfg)
+    cfg = _absolute_paths(cfg)
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out / "config.yaml")
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    train_paths = shard_paths(cfg, "train")  # first: missing data is the likeliest problem
+    image_size = model_config(cfg).vision.image_size
+    samples = count_samples(cfg.data.task, train_paths)
+    t = cfg.train
+    steps = planned_steps(samples, t.num_workers, t.batch_size, t.grad_accum, t.epochs, t.max_steps)
+    print(
+        f"btp train {t.name}: {cfg.data.task}, {samples} training samples, {steps} steps of "
+        f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {out}",
+        flush=True,
+    )
+    # report() waits for one controller poll (2 s by default); workers print once, not twice
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        datasets = {"train": build_dataset(data_spec(cfg, "train", image_size))}
+        if cfg.data.val:
+            datasets["val"] = build_dataset(data_spec(cfg, "val", image_size))
+        resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"experiment": _as_dict(cfg), "run_dir": str(out), "total_steps": steps},
+            scaling_config=ScalingConfig(
+                num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+            ),
+            datasets=datasets,
+            run_config=RunConfig(
+                name=t.name,
+                storage_path=str(out.parent),
+                failure_config=FailureConfig(max_failures=t.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            ),
+        )
+        trainer.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    return json.loads((out / "summary.json").read_text())
+
+
+def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Local paths made absolute: Ray Train workers run in another working directory."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+
+    def fix(value: str | None) -> str | None:
+        if value and "://" not in value and not Path(value).is_absolute() and Path(value).exists():
+            return str(Path(value).resolve())
+        return value
+
+    cfg.data.root = str(Path(cfg.data.root).resolve()) if "://" not in cfg.data.root else cfg.data.root
+    cfg.data.tokenizer = fix(cfg.data.tokenizer)
+    cfg.data.vqa_answers = fix(cfg.data.vqa_answers)
+    cfg.model.init_from = fix(cfg.model.init_from)
+    cfg.train.storage = (
+        str(Path(cfg.train.storage).resolve()) if "://" not in cfg.train.storage else cfg.train.storage
+    )
+    return cfg
+
+
+def _as_dict(cfg: ExperimentConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def main_train(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_experiment(args.experiment, args.overrides)
+        start = time.perf_counter()
+        summary = train(cfg)
+    except (ConfigError, DataMissingError) as err:
+        print(f"btp train: {err}", file=sys.stderr)
+        return 2
+    shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    print(f"btp train {cfg.train.name}: done in {time.perf_counter() - start:.0f} s: {shown}")
+    print(f"  model: {run_dir(cfg) / 'model'}; metrics: {run_dir(cfg) / 'metrics.jsonl'}")
+    return 0

@@ -1,0 +1,70 @@
+"""`btp train` end to end on a real local Ray: 2 workers, FSDP2, synthetic data; fine-tuning from our pretraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridgetower import BridgeTowerForVQA
+from btp.cli import main
+from btp.data.synth import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(out, images=200, seed=5)
+    return out
+
+
+def _args(synth, tmp_path, *extra):
+    return [
+        f"data.root={synth}",
+        f"train.storage={tmp_path / 'runs'}",
+        "train.batch_size=8",
+        "train.log_every=2",
+        "track.wandb=false",
+        *extra,
+    ]
+
+
+def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys):
+    assert (
+        main(["train", "experiments/synth/pretrain.yaml", *_args(synth, tmp_path, "train.max_steps=4")]) == 0
+    )
+    pre = tmp_path / "runs" / "pretrain"
+    rows = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4]
+    assert {"train/mlm", "train/itm", "lr", "samples_per_s", "mfu", "data_wait_share"} <= set(train_rows[0])
+    assert (pre / "config.yaml").is_file() and (pre / "model" / "model.safetensors").is_file()
+
+    code = main(
+        [
+            "train",
+            "experiments/synth/vqa.yaml",
+            *_args(synth, tmp_path, "train.max_steps=4", f"model.init_from={pre}"),
+        ]
+    )
+    assert code == 0
+    run = tmp_path / "runs" / "vqa"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and 0.0 <= summary["val/vqa_score"] <= 1.0
+    model = BridgeTowerForVQA.from_pretrained(run / "model")
+    answers = json.loads((synth / "vqa_answers.json").read_text())
+    assert model.vqa_classifier[3].out_features == len(answers)
+    out = capsys.readouterr().out
+    assert "btp train vqa: done" in out and "val/vqa_score" in out
+
+
+def test_missing_data_is_one_clear_message(tmp_path, capsys):
+    code = main(["train", "experiments/synth/vqa.yaml", f"data.root={tmp_path / 'nowhere' / 'synth'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "data.train: no shard matches" in err and "btp data synth" in err
+
+
+def test_config_errors_stop_before_ray(capsys):
+    assert main(["train", "experiments/synth/vqa.yaml", "train.lrr=1"]) == 2
+    assert "did you mean train.lr?" in capsys.readouterr().err
