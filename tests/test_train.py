@@ -59,7 +59,14 @@ def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys):
 
 
 def test_missing_data_is_one_clear_message(tmp_path, capsys):
-    code = main(["train", "experiments/synth/vqa.yaml", f"data.root={tmp_path / 'nowhere' / 'synth'}"])
+    code = main(
+        [
+            "train",
+            "experiments/synth/vqa.yaml",
+            f"data.root={tmp_path / 'nowhere' / 'synth'}",
+            f"train.storage={tmp_path / 'runs'}",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "data.train: no shard matches" in err and "btp data synth" in err
@@ -68,3 +75,34 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys):
 def test_config_errors_stop_before_ray(capsys):
     assert main(["train", "experiments/synth/vqa.yaml", "train.lrr=1"]) == 2
     assert "did you mean train.lr?" in capsys.readouterr().err
+
+
+def _weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_a_stopped_run_resumes_exactly(synth, tmp_path, capsys):
+    common = [
+        "experiments/synth/vqa.yaml",
+        *_args(
+            synth,
+            tmp_path,
+            "train.max_steps=6",
+            "train.checkpoint_every=3",
+            "train.eval_every=null",
+            "train.num_workers=2",  # FSDP2 over 2 gloo ranks: sharded DCP checkpoint, per-rank RNG
+        ),
+    ]
+    assert main(["train", *common, "train.name=straight"]) == 0
+    stopped = [*common, "train.name=stopped", "train.fail_at_step=5"]
+    assert main(["train", *stopped]) == 1
+    assert "continue with --resume" in capsys.readouterr().err
+    assert main(["train", *stopped]) == 2  # the run exists: starting it again needs --resume
+    assert main(["train", *stopped, "--resume"]) == 0
+    assert "resumed at step 3" in capsys.readouterr().out
+    a, b = _weights(tmp_path / "runs" / "straight"), _weights(tmp_path / "runs" / "stopped")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 1e-6, worst

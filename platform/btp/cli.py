@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("experiment", metavar="EXPERIMENT.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run of the same name from its last checkpoint",
+    )
     train.set_defaults(func=_train)
 
     data = sub.add_parser("data", help="datasets: synthetic data, conversion, validation")

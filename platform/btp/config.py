@@ -120,6 +120,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     max_failures: int = 0
+    # fault-tolerance drills: raise once at this step in rank 0 (a restarted or resumed run does not raise)
+    fail_at_step: int | None = None
 
 
 @dataclass

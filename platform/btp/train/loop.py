@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from btp.train.parallel import apply_fsdp
 
 def _cpu_peak_flops() -> float:
     """A quick fp32 matmul measurement of this worker's CPU (the MFU denominator)."""
-    a = torch.randn(1024, 1024)
+    a = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
     torch.mm(a, a)
     start = time.perf_counter()
     for _ in range(3):
@@ -64,6 +67,8 @@ class Trainer:
         )
         self.scheduler = warmup_linear_decay(self.optimizer, total_steps, t.warmup, t.end_lr)
         self.step = 0
+        self.epoch, self.batches_in_epoch = 0, 0  # the data position, for exact resume
+        self.resumed = self.load_checkpoint()
         self.flops_per_sample = self._flops()
         self.peak_flops = _cpu_peak_flops()
 
@@ -92,17 +97,94 @@ class Trainer:
         return losses
 
     def micro_batches(self):
-        """Groups of `grad_accum` batches from this worker's stream, epoch after epoch."""
+        """Groups of `grad_accum` batches from this worker's stream, epoch after epoch, from the data position.
+
+        After a resume the batches of the current epoch that were already trained on are read and dropped:
+        the pipeline is deterministic, so the run continues exactly where it stopped.
+        """
         t = self.cfg.train
         group: list[dict[str, torch.Tensor]] = []
         while True:
-            for batch in train_batches(
-                "train", t.batch_size, self.cfg.data.shuffle_buffer, t.seed, drop_last=True
-            ):
+            skip = self.batches_in_epoch
+            stream = train_batches(
+                "train", t.batch_size, self.cfg.data.shuffle_buffer, t.seed + self.epoch, drop_last=True
+            )
+            for index, batch in enumerate(stream):
+                if index < skip:
+                    continue
                 group.append(batch)
                 if len(group) == t.grad_accum:
+                    self.batches_in_epoch = index + 1
                     yield group
                     group = []
+            self.epoch, self.batches_in_epoch, group = self.epoch + 1, 0, []
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self, metrics: dict[str, Any]) -> None:
+        """Sharded model + optimizer (DCP), schedule, step, data position and every rank's RNG, into Ray."""
+        import ray.train
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model_state, optim_state = get_state_dict(self.model, self.optimizer)
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=os.path.join(tmp, "dcp"))
+            torch.save(
+                {"torch": torch.get_rng_state(), "python": random.getstate()},
+                os.path.join(tmp, f"rng_rank{self.rank}.pt"),
+            )
+            if self.rank == 0:
+                meta = {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "batches_in_epoch": self.batches_in_epoch,
+                    "scheduler": self.scheduler.state_dict(),
+                }
+                with open(os.path.join(tmp, "meta.json"), "w") as f:
+                    json.dump(meta, f)
+            ray.train.report(
+                {"step": self.step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp)
+            )
+
+    def load_checkpoint(self) -> bool:
+        """Continue from Ray's latest checkpoint of this run, if it has one (restart after a failure or --resume)."""
+        import ray.train
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import DefaultLoadPlanner
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return False
+        with checkpoint.as_directory() as directory:
+            model_state, optim_state = get_state_dict(self.model, self.optimizer)
+            path = os.path.join(directory, "dcp")
+            dcp.load({"model": model_state}, checkpoint_id=path)  # every model key must be there
+            # parameters that never had a gradient (the unused RoBERTa pooler) have no optimizer state saved
+            dcp.load(
+                {"optim": optim_state},
+                checkpoint_id=path,
+                planner=DefaultLoadPlanner(allow_partial_load=True),
+            )
+            set_state_dict(
+                self.model, self.optimizer, model_state_dict=model_state, optim_state_dict=optim_state
+            )
+            with open(os.path.join(directory, "meta.json")) as f:
+                meta = json.load(f)
+            rng_file = os.path.join(directory, f"rng_rank{self.rank}.pt")
+            if os.path.exists(rng_file):  # absent when the run restarts with more workers than it saved
+                rng = torch.load(rng_file, weights_only=True)
+                torch.set_rng_state(rng["torch"])
+                random.setstate(rng["python"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.step, self.epoch, self.batches_in_epoch = meta["step"], meta["epoch"], meta["batches_in_epoch"]
+        if self.rank == 0:
+            print(
+                f"[{self.cfg.train.name}] resumed at step {self.step} (epoch {self.epoch}, "
+                f"batch {self.batches_in_epoch})",
+                flush=True,
+            )
+        return True
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -169,6 +251,8 @@ class Trainer:
             fetch = time.perf_counter()
             group = next(stream)
             waited += time.perf_counter() - fetch
+            if t.fail_at_step == self.step + 1 and not self.resumed and self.rank == 0:
+                raise RuntimeError(f"fault drill: train.fail_at_step={t.fail_at_step}")
             losses = self.train_step(group)
             samples += sum(len(b["input_ids"]) for b in group) * self.world
             if self.step % t.log_every == 0 or self.step == self.total_steps:
@@ -187,6 +271,8 @@ class Trainer:
                 window_start, waited, samples = time.perf_counter(), 0.0, 0
             if t.eval_every and self.step % t.eval_every == 0 and self.step < self.total_steps:
                 self.log(self.evaluate())
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint({f"train/{k}": v for k, v in losses.items()})
         final = self.evaluate()
         self.log(final)
         self.save_model()

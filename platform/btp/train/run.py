@@ -25,10 +25,11 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.task: {cfg.data.task} has no data pipeline yet; it trains from Python only")
 
 
-def train(cfg: ExperimentConfig) -> dict:
+def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
     """Run the experiment on Ray Train; returns the final metrics (also in runs/NAME/summary.json)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from btp.data.pipeline import build_dataset
@@ -37,9 +38,16 @@ def train(cfg: ExperimentConfig) -> dict:
     _check(cfg)
     cfg = _absolute_paths(cfg)
     out = run_dir(cfg)
+    earlier = (out / "config.yaml").is_file()
+    if earlier and not resume:
+        raise ConfigError(
+            f"train.name: {out} holds an earlier run; pass --resume to continue it, "
+            "or choose another train.name (or delete that folder)"
+        )
+    if resume and not earlier:
+        raise ConfigError(f"--resume: {out} holds no run to continue")
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
-    (out / "metrics.jsonl").unlink(missing_ok=True)
     train_paths = shard_paths(cfg, "train")  # first: missing data is the likeliest problem
     image_size = model_config(cfg).vision.image_size
     samples = count_samples(cfg.data.task, train_paths)
@@ -69,6 +77,8 @@ def train(cfg: ExperimentConfig) -> dict:
                 num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
             ),
             datasets=datasets,
+            # blocks in a fixed order: a resumed run re-reads exactly the batches it skips
+            dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
             run_config=RunConfig(
                 name=t.name,
                 storage_path=str(out.parent),
@@ -104,6 +114,12 @@ def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def _train_errors() -> tuple[type[BaseException], ...]:
+    from ray.train import TrainingFailedError
+
+    return (TrainingFailedError,)
+
+
 def _as_dict(cfg: ExperimentConfig) -> dict:
     from omegaconf import OmegaConf
 
@@ -114,10 +130,18 @@ def main_train(args: argparse.Namespace) -> int:
     try:
         cfg = load_experiment(args.experiment, args.overrides)
         start = time.perf_counter()
-        summary = train(cfg)
+        summary = train(cfg, resume=args.resume)
     except (ConfigError, DataMissingError) as err:
         print(f"btp train: {err}", file=sys.stderr)
         return 2
+    except _train_errors() as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        print(
+            f"btp train {cfg.train.name}: the run failed ({first}); its last checkpoint is kept: "
+            f"fix the cause and continue with --resume",
+            file=sys.stderr,
+        )
+        return 1
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
     print(f"btp train {cfg.train.name}: done in {time.perf_counter() - start:.0f} s: {shown}")
     print(f"  model: {run_dir(cfg) / 'model'}; metrics: {run_dir(cfg) / 'metrics.jsonl'}")
