@@ -83,26 +83,44 @@ def _weights(run):
     return load_file(str(run / "model" / "model.safetensors"))
 
 
-def test_a_stopped_run_resumes_exactly(synth, tmp_path, capsys):
-    common = [
+DRILL = ["train.max_steps=6", "train.checkpoint_every=3", "train.eval_every=null", "train.num_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def straight(synth, tmp_path_factory):
+    """Weights of an uninterrupted 6-step run (FSDP2 over 2 gloo ranks), to compare interrupted runs with."""
+    tmp = tmp_path_factory.mktemp("straight")
+    assert (
+        main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp, *DRILL), "train.name=straight"]) == 0
+    )
+    return _weights(tmp / "runs" / "straight")
+
+
+def _max_diff(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_a_stopped_run_resumes_exactly(synth, straight, tmp_path, capsys):
+    stopped = [
         "experiments/synth/vqa.yaml",
-        *_args(
-            synth,
-            tmp_path,
-            "train.max_steps=6",
-            "train.checkpoint_every=3",
-            "train.eval_every=null",
-            "train.num_workers=2",  # FSDP2 over 2 gloo ranks: sharded DCP checkpoint, per-rank RNG
-        ),
+        *_args(synth, tmp_path, *DRILL),
+        "train.name=stopped",
+        "train.fail_at_step=5",
     ]
-    assert main(["train", *common, "train.name=straight"]) == 0
-    stopped = [*common, "train.name=stopped", "train.fail_at_step=5"]
     assert main(["train", *stopped]) == 1
     assert "continue with --resume" in capsys.readouterr().err
     assert main(["train", *stopped]) == 2  # the run exists: starting it again needs --resume
     assert main(["train", *stopped, "--resume"]) == 0
     assert "resumed at step 3" in capsys.readouterr().out
-    a, b = _weights(tmp_path / "runs" / "straight"), _weights(tmp_path / "runs" / "stopped")
-    assert a.keys() == b.keys()
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst <= 1e-6, worst
+    assert _max_diff(straight, _weights(tmp_path / "runs" / "stopped")) <= 1e-6
+
+
+def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
+    synth, straight, tmp_path, capsys
+):
+    drill = ["train.name=killed", "train.fail_at_step=5", "train.fail_kill=true", "train.max_failures=1"]
+    assert main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp_path, *DRILL), *drill]) == 0
+    out = capsys.readouterr().out
+    assert "fault drill: SIGKILL of rank 0" in out and "resumed at step 3" in out
+    assert _max_diff(straight, _weights(tmp_path / "runs" / "killed")) <= 1e-6

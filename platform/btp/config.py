@@ -120,8 +120,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     max_failures: int = 0
-    # fault-tolerance drills: raise once at this step in rank 0 (a restarted or resumed run does not raise)
+    # fault-tolerance drills: at this step rank 0 fails once (a restarted or resumed run does not), by raising
+    # an error or, with fail_kill, by SIGKILL of its own process (a lost worker)
     fail_at_step: int | None = None
+    fail_kill: bool = False
 
 
 @dataclass

@@ -119,6 +119,15 @@ class Trainer:
                     group = []
             self.epoch, self.batches_in_epoch, group = self.epoch + 1, 0, []
 
+    def fault_drill(self) -> None:
+        """Fail as train.fail_at_step asks: an exception, or SIGKILL of this worker process."""
+        if self.cfg.train.fail_kill:
+            import signal
+
+            print(f"[{self.cfg.train.name}] fault drill: SIGKILL of rank 0 (pid {os.getpid()})", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"fault drill: train.fail_at_step={self.cfg.train.fail_at_step}")
+
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self, metrics: dict[str, Any]) -> None:
         """Sharded model + optimizer (DCP), schedule, step, data position and every rank's RNG, into Ray."""
@@ -252,7 +261,7 @@ class Trainer:
             group = next(stream)
             waited += time.perf_counter() - fetch
             if t.fail_at_step == self.step + 1 and not self.resumed and self.rank == 0:
-                raise RuntimeError(f"fault drill: train.fail_at_step={t.fail_at_step}")
+                self.fault_drill()
             losses = self.train_step(group)
             samples += sum(len(b["input_ids"]) for b in group) * self.world
             if self.step % t.log_every == 0 or self.step == self.total_steps:
