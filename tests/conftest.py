@@ -69,3 +69,14 @@ def hf_dir(tmp_path):
         return model, path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray for the module's tests (2 CPUs, no dashboard), stopped afterwards."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import ray
 
 from btp.data.pipeline import DataSpec, build_dataset, skipped_rows
 from btp.data.synth import write_synthetic
@@ -20,14 +19,6 @@ FILES = {
     "nlvr2": "nlvr2",
     "snli_ve": "snli",
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

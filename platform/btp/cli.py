@@ -3,44 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 
-def _bench_model(args: argparse.Namespace) -> int:
-    from btp.bench.model import run_model_bench
+def _command(target: str):
+    """A subcommand that imports its module only when run, so `btp --help` stays fast (no torch, no Ray)."""
 
-    return run_model_bench(args)
+    def run(args: argparse.Namespace) -> int:
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)(args)
 
-
-def _bench_ingest(args: argparse.Namespace) -> int:
-    from btp.bench.ingest import run_ingest_bench
-
-    return run_ingest_bench(args)
+    return run
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from btp.data.synth import main_synth
-
-    return main_synth(args)
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from btp.data.convert import main_convert
-
-    return main_convert(args)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from btp.data.validate import main_validate
-
-    return main_validate(args)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from btp.train.run import main_train
-
-    return main_train(args)
+_bench_model = _command("btp.bench.model:run_model_bench")
+_bench_ingest = _command("btp.bench.ingest:run_ingest_bench")
+_synth = _command("btp.data.synth:main_synth")
+_convert = _command("btp.data.convert:main_convert")
+_validate = _command("btp.data.validate:main_validate")
+_train = _command("btp.train.run:main_train")
 
 
 def build_parser() -> argparse.ArgumentParser:
