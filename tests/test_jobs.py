@@ -82,6 +82,15 @@ def test_runtime_env_puts_btp_on_the_path_without_a_platform_package():
 # --- a real head on this machine -----------------------------------------------------------------------------
 
 
+def _die_with_this_process() -> None:
+    """In the child before exec (Linux): SIGTERM when the test process dies, even by SIGKILL, so that an
+    interrupted run leaves no Ray head behind; the head's own children share its fate the same way."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,7 +167,12 @@ class Head:
         self.log = self.temp / "head.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_this_process if sys.platform.startswith("linux") else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
