@@ -85,6 +85,8 @@ class DataConfig:
     eval_transform: str = "blip"
     on_bad_row: str = _choice("error", "error", "skip")
     map_batch_size: int = 64
+    # Ray's logical CPUs per read/preprocess task (below 1: they fit beside fractional train workers)
+    cpus_per_task: float = 0.25
     shuffle_buffer: int = 256
     vqa_answers: str | None = "${data.root}/vqa_answers.json"
 
@@ -532,6 +534,7 @@ _AT_LEAST = {
     "data.max_text_len": 1,
     "data.image_size": 1,
     "data.map_batch_size": 1,
+    "data.cpus_per_task": 0,
     "data.shuffle_buffer": 1,
     "tune.num_samples": 1,
     "tune.max_concurrent": 1,

@@ -44,6 +44,9 @@ class DataSpec:
     skip_counter: str | None = None  # name of the SkipCounter actor (set by build_dataset)
     map_batch_size: int = 64
     shuffle_files: bool = True
+    # Ray's logical CPUs per read/preprocess task: below 1 so that data tasks still fit beside fractional
+    # train workers and a Tune trial's driver (a task asking for a whole CPU would wait forever for one)
+    cpus_per_task: float = 0.25
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -180,13 +183,18 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         spec.paths,
         columns=TASK_COLUMNS[spec.task],
         shuffle_seed=spec.seed + spec.epoch if spec.shuffle_files else None,
+        num_cpus=spec.cpus_per_task,
     )
     if spec.on_bad_row == "skip" and spec.skip_counter is None:
         spec.skip_counter = f"btp-skipped-{uuid.uuid4().hex[:12]}"
         # the driver keeps the handle: an actor without one is garbage-collected
         _COUNTERS[spec.skip_counter] = SkipCounter.options(name=spec.skip_counter).remote()
     return ds.map_batches(
-        preprocess, fn_kwargs={"spec": spec}, batch_size=spec.map_batch_size, batch_format="pyarrow"
+        preprocess,
+        fn_kwargs={"spec": spec},
+        batch_size=spec.map_batch_size,
+        batch_format="pyarrow",
+        num_cpus=spec.cpus_per_task,
     )
 
 

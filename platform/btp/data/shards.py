@@ -94,6 +94,7 @@ def read_shards(
     columns: list[str] | None = None,
     rows_per_block: int = 64,
     shuffle_seed: int | None = None,
+    num_cpus: float | None = None,
 ) -> ray.data.Dataset:
     """A streaming Ray Dataset over Arrow IPC and/or parquet shards (local paths, globs or URIs)."""
     files = expand(paths)
@@ -105,12 +106,13 @@ def read_shards(
             f"unknown shard type: {', '.join(other[:5])}; expected .arrow/.ipc/.feather or .parquet"
         )
     shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None
+    remote = {"num_cpus": num_cpus} if num_cpus is not None else {}
     parts = []
     if ipc:
         source = ArrowIPCDatasource(ipc, rows_per_block=rows_per_block, columns=columns, shuffle=shuffle)
-        parts.append(ray.data.read_datasource(source))
+        parts.append(ray.data.read_datasource(source, ray_remote_args=remote))
     if parquet:
-        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True)
+        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, ray_remote_args=remote)
         table = table.rename_columns({"path": "_file"})
         parts.append(table.select_columns([*columns, "_file"]) if columns else table)
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])

@@ -108,6 +108,7 @@ def data_spec(cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0
         vqa_num_labels=vqa_num_labels(cfg),
         on_bad_row=d.on_bad_row,
         map_batch_size=d.map_batch_size,
+        cpus_per_task=d.cpus_per_task,
         shuffle_files=split == "train",
     )
 
