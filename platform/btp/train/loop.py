@@ -46,6 +46,14 @@ def metric_labels(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | N
     return {"pretrain": batch.get("mlm_labels"), "irtr": None}.get(task, batch.get("labels"))
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics row; a row cut short by a killed process counts as after any checkpoint."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return float("inf")
+
+
 class Trainer:
     """Builds the sharded model and optimizer, then steps, logs, evaluates and saves."""
 
@@ -69,6 +77,8 @@ class Trainer:
         self.step = 0
         self.epoch, self.batches_in_epoch = 0, 0  # the data position, for exact resume
         self.resumed = self.load_checkpoint()
+        if self.rank == 0:
+            self.trim_metrics()
         self.flops_per_sample = self._flops()
         self.peak_flops = _cpu_peak_flops()
 
@@ -194,6 +204,16 @@ class Trainer:
                 flush=True,
             )
         return True
+
+    def trim_metrics(self) -> None:
+        """Drop the metrics a restarted run logged after its checkpoint: it logs those steps again."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if _step_of(line) <= self.step]
+        if len(kept) != len(rows):
+            path.write_text("".join(line + "\n" for line in kept))
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     @torch.no_grad()

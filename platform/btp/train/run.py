@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from btp.config import ConfigError, ExperimentConfig, load_experiment, save_resolved
 from btp.train.build import DataMissingError, count_samples, data_spec, model_config, shard_paths
@@ -25,8 +27,11 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.task: {cfg.data.task} has no data pipeline yet; it trains from Python only")
 
 
-def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
-    """Run the experiment on Ray Train; returns the final metrics (also in runs/NAME/summary.json)."""
+def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
+    """Run the experiment on Ray Train; returns the final metrics (also in runs/NAME/summary.json).
+
+    `callbacks` are `ray.train.UserCallback`s for the run (a study forwards metrics to Ray Tune with one).
+    """
     import ray
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -36,7 +41,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
     from btp.train.loop import train_loop_per_worker
 
     _check(cfg)
-    cfg = _absolute_paths(cfg)
+    cfg = absolute_paths(cfg)
     out = run_dir(cfg)
     earlier = (out / "config.yaml").is_file()
     if earlier and not resume:
@@ -48,11 +53,9 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
         raise ConfigError(f"--resume: {out} holds no run to continue")
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
-    train_paths = shard_paths(cfg, "train")  # first: missing data is the likeliest problem
+    samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
     image_size = model_config(cfg).vision.image_size
-    samples = count_samples(cfg.data.task, train_paths)
     t = cfg.train
-    steps = planned_steps(samples, t.num_workers, t.batch_size, t.grad_accum, t.epochs, t.max_steps)
     print(
         f"btp train {t.name}: {cfg.data.task}, {samples} training samples, {steps} steps of "
         f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {out}",
@@ -84,6 +87,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
                 storage_path=str(out.parent),
                 failure_config=FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                callbacks=list(callbacks),
             ),
         )
         trainer.fit()
@@ -93,7 +97,14 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def _absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+def planned_run(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(training samples, optimizer steps) the experiment will run; DataMissingError without its shards."""
+    samples = count_samples(cfg.data.task, shard_paths(cfg, "train"))
+    t = cfg.train
+    return samples, planned_steps(samples, t.num_workers, t.batch_size, t.grad_accum, t.epochs, t.max_steps)
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     """Local paths made absolute: Ray Train workers run in another working directory."""
     import copy
 
