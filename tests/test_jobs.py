@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -140,7 +141,14 @@ class Head:
         self.token.write_text(secrets.token_hex(32))
         self.dashboard_port = _free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        outside = (
+            "RAY_ADDRESS",
+            "RAY_API_SERVER_ADDRESS",
+            "RAY_AUTH_MODE",
+            "RAY_AUTH_TOKEN",
+            "RAY_AUTH_TOKEN_PATH",
+        )
+        clean = {k: v for k, v in os.environ.items() if k not in outside}
         clean["PATH"] = f"{BIN}{os.pathsep}{clean.get('PATH', '')}"
         # Token authentication as on a cluster: the mode explicit, the token in a file of this test only
         self.client_env = {**clean, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token)}
@@ -232,12 +240,30 @@ def test_the_head_requires_the_token(head):
     assert head.get("/api/jobs/", token=True)[0] == 200
 
 
-def test_jobs_import_the_uploaded_project_and_the_standard_platform(head):
-    probe = (
-        "import btp, bridgetower, platform, btp.data.pipeline; "
-        "print('BTP', btp.__file__); print('BRIDGETOWER', bridgetower.__file__); print('PLATFORM', platform.__file__)"
-    )
-    out = head.submit("python", "-c", probe, timeout=90)
+PROBE = (
+    "import btp, bridgetower, platform, btp.data.pipeline; "
+    "print('BTP', btp.__file__); print('BRIDGETOWER', bridgetower.__file__); print('PLATFORM', platform.__file__)"
+)
+
+
+@pytest.fixture(scope="module")
+def train_job(head, tmp_path_factory):
+    """One job (one upload, one round trip): where the job's Python finds the packages, then
+    `btp train experiments/synth/vqa.yaml` on synthetic data, 4 steps."""
+    from btp.data.synth import write_synthetic
+
+    tmp = tmp_path_factory.mktemp("job")
+    data, runs = tmp / "synth", tmp / "runs"
+    write_synthetic(data, images=200, seed=0)  # what `btp data synth DIR --images 200` writes
+    train = ["btp", "train", "experiments/synth/vqa.yaml", f"data.root={data}", f"train.storage={runs}"]
+    train += ["train.name=job", "train.max_steps=4", "train.num_workers=1", "train.batch_size=8"]
+    train += ["train.log_every=2", "train.eval_every=null", "data.val=[]", "track.wandb=false"]
+    script = f"python -c {shlex.quote(PROBE)} && {shlex.join(train)}"
+    return head.submit("bash", "-c", script, timeout=300), runs / "job"
+
+
+def test_jobs_import_the_uploaded_project_and_the_standard_platform(head, train_job):
+    out, _ = train_job
     found = dict(
         line.split(" ", 1)
         for line in out.splitlines()
@@ -256,19 +282,9 @@ def test_jobs_import_the_uploaded_project_and_the_standard_platform(head):
     assert size < 10_000_000
 
 
-def test_btp_train_runs_unchanged_as_a_job(head, tmp_path):
-    from btp.data.synth import write_synthetic
-
-    data, runs = tmp_path / "synth", tmp_path / "runs"
-    write_synthetic(data, images=200, seed=0)  # what `btp data synth DIR --images 200` writes
-
-    overrides = [f"data.root={data}", f"train.storage={runs}", "train.name=job", "train.max_steps=4"]
-    overrides += ["train.num_workers=1", "train.batch_size=8", "train.log_every=2", "train.eval_every=null"]
-    overrides += ["data.val=[]", "track.wandb=false"]
-    out = head.submit("btp", "train", "experiments/synth/vqa.yaml", *overrides, timeout=300)
+def test_btp_train_runs_unchanged_as_a_job(train_job):
+    out, run = train_job
     assert "btp train job: done" in out
-
-    run = runs / "job"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
