@@ -14,7 +14,7 @@ from btp.data.vqa_eval import score_vqa
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    write_synthetic(out, images=120, seed=3)
+    write_synthetic(out, images=600, seed=3)
     return out
 
 
@@ -48,7 +48,7 @@ def test_majority_baseline_comes_from_the_training_split(synth):
     scores = score_vqa([], test, train)
     assert scores["overall"] == 0.0 and set(scores["baseline"]) == {*scores["types"], "overall"}
     # balanced answers: always giving a type's commonest training answer is right only now and then
-    assert all(0.0 < scores["baseline"][t] < 0.7 for t in ("color", "count", "exist", "position", "shape"))
+    assert all(0.0 < scores["baseline"][t] < 0.75 for t in ("color", "count", "exist", "position", "shape"))
 
 
 def test_shards_without_question_types_are_refused(tmp_path):
