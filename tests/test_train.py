@@ -124,3 +124,25 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     out = capsys.readouterr().out
     assert "fault drill: SIGKILL of rank 0" in out and "resumed at step 3" in out
     assert _max_diff(straight, _weights(tmp_path / "runs" / "killed")) <= 1e-6
+
+
+def test_vqa_writes_test_answers_and_scores_each_question_type(synth, tmp_path):
+    code = main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp_path, "train.max_steps=2")])
+    assert code == 0
+    run = tmp_path / "runs" / "vqa"
+    answers = json.loads((synth / "vqa_answers.json").read_text())
+    predictions = json.loads((run / "vqa_test_predictions.json").read_text())
+    import pyarrow as pa
+
+    expected = []
+    for shard in sorted(synth.glob("vqav2_test_*.arrow")):
+        with pa.memory_map(str(shard)) as f:
+            expected += [
+                q for row in pa.ipc.open_file(f).read_all().column("question_id").to_pylist() for q in row
+            ]
+    assert [p["question_id"] for p in predictions] == sorted(expected)  # every test question, once
+    assert all(p["answer"] in answers for p in predictions)
+    summary = json.loads((run / "summary.json").read_text())
+    types = ("color", "shape", "count", "exist", "position")
+    assert all(0.0 <= summary[f"test/vqa_score/{t}"] <= 1.0 for t in types)
+    assert 0.0 <= summary["test/vqa_score"] <= 1.0

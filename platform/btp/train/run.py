@@ -72,6 +72,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         datasets = {"train": build_dataset(data_spec(cfg, "train", image_size))}
         if cfg.data.val:
             datasets["val"] = build_dataset(data_spec(cfg, "val", image_size))
+        if cfg.data.test and cfg.data.task == "vqa":  # predictions in the official server's format
+            datasets["test"] = build_dataset(data_spec(cfg, "test", image_size))
         resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
         trainer = TorchTrainer(
             train_loop_per_worker,
