@@ -97,6 +97,21 @@ def test_nan_and_failed_runs_come_back_as_such(tmp_path):
     assert read_offline_run(crashed)["exit_code"] == 1
 
 
+def test_a_long_run_spanning_many_blocks_reads_back_whole(tmp_path):
+    rows = [
+        {"train/loss": 1.0 / step, "note": "x" * (step % 50), "lr": step * 1e-6} for step in range(1, 401)
+    ]
+    rows[200]["note"] = "y" * 70_000  # one record longer than two blocks: first, middle and last chunks
+    with Tracker.start(experiment(), tmp_path) as tracker:
+        for step, row in enumerate(rows, 1):
+            tracker.log(row, step=step)
+    file = next(find_offline_runs(tmp_path)[0].glob("*.wandb"))
+    assert file.stat().st_size > 3 * 32 * 1024  # records cross the 32 KiB blocks of the log format
+    back = read_offline_run(file)
+    assert back["history"] == [{"_step": step, **row} for step, row in enumerate(rows, 1)]
+    assert back["exit_code"] == 0
+
+
 def test_disabled_tracking_writes_nothing(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -138,6 +153,19 @@ def test_a_resumed_run_appends_to_the_same_run_id(tmp_path):
     with Tracker.start(experiment(), fresh) as tracker:  # another run directory: a new run
         tracker.log({"train/loss": 9.0}, step=1)
     assert read_offline_run(fresh)["history"] == [{"_step": 1, "train/loss": 9.0}]
+
+
+def test_a_later_start_reuses_the_id_of_the_first_start(tmp_path):
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "btp_run_id").write_text("vqa-small-20260101-000000\n")  # e.g. the name was taken
+    with Tracker.start(experiment(), tmp_path) as tracker:
+        assert tracker.run_id == "vqa-small-20260101-000000"
+    with Tracker.start(experiment(), tmp_path, resume=False) as tracker:  # forced fresh: the derived id
+        assert tracker.run_id == "vqa-small"
+    assert [read_offline_run(p)["id"] for p in find_offline_runs(tmp_path)] == [
+        "vqa-small-20260101-000000",
+        "vqa-small",
+    ]
 
 
 def first_id(run_dir: Path) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -193,6 +194,8 @@ class Tracker:
                 flush=True,
             )
         run.finish(exit_code=exit_code)
+        if self.mode == "offline":
+            _wait_for_exit(Path(run.settings.sync_file))
 
     def __enter__(self) -> Tracker:
         return self
@@ -241,14 +244,58 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 def find_offline_runs(run_dir: str | Path) -> list[Path]:
     """The offline wandb runs of a run directory (`RUN/wandb/offline-run-*`), oldest first; not `latest-run`."""
     folder = Path(run_dir) / "wandb"
-    return sorted(p for p in folder.glob("offline-run-*") if p.is_dir() and not p.is_symlink())
+    parts = [p for p in folder.glob("offline-run-*") if p.is_dir() and not p.is_symlink()]
+    # folder names carry the start time to the second only: order by the start time the run record holds
+    return sorted(parts, key=lambda p: (_start_time(p), p.name))
 
 
-def _payloads(data: bytes) -> Iterator[bytes]:
-    """Records of a LevelDB-log file: 32 KiB blocks of <crc32, length, type> chunks; a torn tail is dropped."""
-    if data[:4] != b":W&B":
+def _wait_for_exit(file: Path, timeout: float = 10.0) -> None:
+    """Wait until wandb has written the run's exit record: finish() can return before its writer flushed."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            size = file.stat().st_size
+            start = max(0, (size // _BLOCK - 1) * _BLOCK)  # the last two blocks; chunks never cross a block
+            with open(file, "rb") as f:
+                f.seek(start)
+                data = f.read()
+            for payload in _payloads(data, offset=_HEADER if start == 0 else 0, header=start == 0):
+                rec = pb.Record()
+                rec.ParseFromString(payload)
+                if rec.WhichOneof("record_type") == "exit":
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+
+
+def _start_time(part: Path) -> float:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    for file in sorted(part.glob("run-*.wandb")):
+        with open(file, "rb") as f:
+            head = f.read(_BLOCK)  # the run record is among the first few
+        try:
+            for payload in _payloads(head):
+                rec = pb.Record()
+                rec.ParseFromString(payload)
+                if rec.WhichOneof("record_type") == "run":
+                    return rec.run.start_time.seconds + rec.run.start_time.nanos / 1e9
+        except ValueError:
+            pass
+    return math.inf
+
+
+def _payloads(data: bytes, offset: int = _HEADER, header: bool = True) -> Iterator[bytes]:
+    """Records of a LevelDB-log file: 32 KiB blocks of <crc32, length, type> chunks; a torn tail is dropped.
+
+    `data` starts at the file's start (header=True) or at a block boundary (then records begun earlier are
+    skipped)."""
+    if header and data[:4] != b":W&B":
         raise ValueError("not a wandb transaction log (no :W&B header)")
-    offset, pending = _HEADER, b""
+    pending: bytes | None = None
     while offset + 7 <= len(data):
         room = _BLOCK - offset % _BLOCK
         if room < 7:  # the rest of a block too small for a chunk header is padding
@@ -265,11 +312,11 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             yield payload
         elif kind == _FIRST:
             pending = payload
-        elif kind == _MIDDLE:
+        elif kind == _MIDDLE and pending is not None:
             pending += payload
-        elif kind == _LAST:
+        elif kind == _LAST and pending is not None:
             yield pending + payload
-            pending = b""
+            pending = None
 
 
 def _value(text: str) -> Any:
