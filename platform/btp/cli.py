@@ -23,6 +23,7 @@ _bench_ingest = _command("btp.bench.ingest:run_ingest_bench")
 _synth = _command("btp.data.synth:main_synth")
 _convert = _command("btp.data.convert:main_convert")
 _validate = _command("btp.data.validate:main_validate")
+_report = _command("btp.report:main_report")
 _train = _command("btp.train.run:main_train")
 
 
@@ -164,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
     ingest.set_defaults(func=_bench_ingest)
+
+    report = sub.add_parser(
+        "report",
+        help="compare runs and studies: an HTML page with plots, summary.md, and a W&B Report when online",
+        description="Compares run folders (btp train), study folders (btp tune) or folders holding several of "
+        "them: learning curves, final metric per bridge variant, metric vs learning rate, parallel coordinates "
+        "of the searched settings and Optuna parameter importances, as OUT/report.html with PNG plots, plus "
+        "OUT/summary.md. With WANDB_API_KEY set, the same comparison is also saved as a W&B Report.",
+    )
+    report.add_argument(
+        "paths", nargs="+", metavar="PATH", help="run folders, study folders or folders of them"
+    )
+    report.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: PATH/report for one PATH, ./report for several)",
+    )
+    report.add_argument(
+        "--no-wandb", action="store_true", help="do not publish a W&B Report even when WANDB_API_KEY is set"
+    )
+    report.set_defaults(func=_report)
     return parser
 
 
