@@ -46,6 +46,9 @@ _NOT_SETTINGS = {
     "train.max_failures",
     "train.fail_at_step",
     "train.fail_kill",
+    "train.cpus_per_worker",
+    "train.gpus_per_worker",
+    "data.cpus_per_task",
     "data.root",
     "data.task",
     "data.tokenizer",
@@ -65,8 +68,6 @@ def _number(value: Any) -> float | None:
     """A metric value as a float (NaN stays NaN); None for missing or non-numeric values."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -308,7 +309,10 @@ def load_run(path: Path, name: str | None = None) -> Run:
     config_file = path / "config.yaml"
     if config_file.is_file():
         try:
-            run.config = yaml.safe_load(config_file.read_text()) or {}
+            config = yaml.safe_load(config_file.read_text())
+            run.config = config if isinstance(config, dict) else {}
+            if not isinstance(config, dict):
+                run.notes.append("config.yaml holds no mapping")
         except yaml.YAMLError as err:
             run.notes.append(f"config.yaml is not valid YAML ({str(err).splitlines()[0]})")
     else:
@@ -373,6 +377,8 @@ def load_study(path: Path) -> Study:
         data = json.loads((path / "summary.json").read_text())
     except (OSError, ValueError) as err:
         raise _expected(path, f"summary.json unreadable ({err})") from None
+    if not isinstance(data, dict):
+        raise _expected(path, "summary.json holds no mapping")
     study = Study(
         name=str(data.get("study") or path.name),
         path=path,
@@ -384,6 +390,11 @@ def load_study(path: Path) -> Study:
         best=data.get("best") if isinstance(data.get("best"), dict) else None,
     )
     for raw in data.get("stages") or []:
+        if not isinstance(raw, dict):
+            study.notes.append(
+                f"summary.json: a stage that is not a mapping was skipped ({_short(str(raw), 40)})"
+            )
+            continue
         stage = Stage(
             name=str(raw.get("name") or f"stage{len(study.stages)}"),
             metric=str(raw.get("metric") or study.metric),
@@ -392,7 +403,8 @@ def load_study(path: Path) -> Study:
             runs=[],
         )
         for trial in raw.get("trials") or []:
-            stage.runs.append(_trial_run(path, stage, trial))
+            if isinstance(trial, dict):
+                stage.runs.append(_trial_run(path, stage, trial))
         study.stages.append(stage)
     if not study.stages:
         study.notes.append("summary.json lists no stages")
@@ -988,7 +1000,7 @@ def _study_table(study: Study) -> tuple[list[str], list[list[str]]]:
 def _best_text(study: Study) -> str:
     best = study.best
     if not best:
-        return "no best trial (no trial reported the metric)"
+        return "none recorded in summary.json (no trial reported the metric yet)"
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in (best.get("params") or {}).items())
     return (
         f"{best.get('trial')} (stage {best.get('stage')}): {study.metric} = {_fmt(_number(best.get('metric')))}"
