@@ -392,9 +392,13 @@ def test_the_wandb_report_spec_has_the_panels_and_run_filters(built):
         "ParallelCoordinatesPlot",
     }
 
-    pytest.importorskip("wandb_workspaces", reason="wandb-workspaces is not installed")
-    import wandb_workspaces.reports.v2 as wr
 
+def test_the_wandb_report_object_is_built_offline(built):
+    wr = pytest.importorskip(
+        "wandb_workspaces.reports.v2", reason="wandb-workspaces is not installed", exc_type=ImportError
+    )
+    spec = wandb_report_spec(load([*built["runs"], built["study"]]))
+    kinds = [p["type"] for p in spec["blocks"][0]["panels"]]
     report = build_wandb_report(spec)
     assert isinstance(report, wr.Report) and report.project == "bridgetower"
     grids = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
@@ -420,3 +424,28 @@ def test_the_wandb_part_says_why_it_was_not_published(built):
     assert (
         "not published: offline (set WANDB_API_KEY" in text or "wandb-workspaces package is missing" in text
     )
+
+
+def test_online_publishing_failures_leave_the_local_report_complete(built, tmp_path, monkeypatch, capsys):
+    wr = pytest.importorskip(
+        "wandb_workspaces.reports.v2", reason="wandb-workspaces is not installed", exc_type=ImportError
+    )
+    saved = []
+
+    def save(report, draft=False, clone=False):  # no server here: record what would be sent, then fail
+        saved.append(report)
+        raise RuntimeError("not logged in to W&B")
+
+    monkeypatch.setattr(wr.Report, "save", save)
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_ENTITY", "team")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "out"
+    assert main(["report", str(built["runs"][0]), "--out", str(out)]) == 0
+    assert len(saved) == 1 and saved[0].entity == "team" and saved[0].project == "bridgetower"
+    printed = capsys.readouterr().out
+    assert "W&B report not published (RuntimeError: not logged in to W&B)" in printed
+    assert "not logged in to W&amp;B" in section((out / "report.html").read_text(), "wandb")
+    saved.clear()
+    assert main(["report", str(built["runs"][0]), "--out", str(out), "--no-wandb"]) == 0
+    assert saved == [] and "(--no-wandb)" in capsys.readouterr().out
