@@ -146,3 +146,28 @@ def test_vqa_writes_test_answers_and_scores_each_question_type(synth, tmp_path):
     types = ("color", "shape", "count", "exist", "position")
     assert all(0.0 <= summary[f"test/vqa_score/{t}"] <= 1.0 for t in types)
     assert 0.0 <= summary["test/vqa_score"] <= 1.0
+
+
+def test_wandb_offline_run_holds_what_the_trainer_reported(synth, tmp_path, monkeypatch):
+    from btp.track import find_offline_runs, read_offline_run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    args = _args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2", "track.wandb=true")
+    assert main(["train", "experiments/synth/pretrain.yaml", *args]) == 0
+    run_dir = tmp_path / "runs" / "pretrain"
+    (offline,) = find_offline_runs(run_dir)  # rank 0 only: one run for two workers
+    logged = read_offline_run(offline)
+    reported: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        reported.setdefault(row.pop("step"), {}).update(row)
+    history = {
+        row["_step"]: {k: v for k, v in row.items() if not k.startswith("_")} for row in logged["history"]
+    }
+    assert history == reported and sorted(history) == [2, 4]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert all(logged["summary"][k] == v for k, v in summary.items())
+    assert logged["group"] == "synth" and logged["project"] == "bridgetower"
+    assert {"task:pretrain", "bridge:add", "synth"} <= set(logged["tags"])
+    assert logged["config"]["train"]["max_steps"] == 4 and logged["config"]["model"]["bridge"] == "add"

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from bridgetower.flops import forward_flops, pretraining_step_flops, train_flops
 from btp.config import ExperimentConfig
 from btp.data.pipeline import train_batches
+from btp.track import Tracker
 from btp.train.build import build_model
 from btp.train.optim import build_optimizer, warmup_linear_decay
 from btp.train.parallel import apply_fsdp
@@ -94,6 +95,8 @@ class Trainer:
         self.resumed = self.load_checkpoint()
         if self.rank == 0:
             self.trim_metrics()
+        # wandb from rank 0 only (offline unless the user has a key or sets WANDB_MODE)
+        self.tracker = Tracker.start(cfg, self.run_dir) if self.rank == 0 else Tracker.off()
         self.flops_per_sample = self._flops()
         self.peak_flops = _cpu_peak_flops()
 
@@ -293,7 +296,7 @@ class Trainer:
         return {}
 
     # ---- logging and saving --------------------------------------------------------------------------------
-    def log(self, metrics: dict[str, Any]) -> None:
+    def log(self, metrics: dict[str, Any], track: bool = True) -> None:
         import ray.train
 
         metrics = {"step": self.step, **metrics}
@@ -304,6 +307,8 @@ class Trainer:
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
             )
             print(f"[{self.cfg.train.name}] {shown}", flush=True)
+            if track:
+                self.tracker.log(metrics, step=self.step)
         ray.train.report(metrics)
 
     def save_model(self) -> None:
@@ -359,8 +364,10 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(
                 json.dumps({"steps": self.step, **final}, indent=2) + "\n"
             )
+            self.tracker.log(final, step=self.step)
+            self.tracker.finish({"steps": self.step, **final})
         # reported last: a scheduler (ASHA at max_t) may end the run as soon as it sees this report
-        self.log(final)
+        self.log(final, track=False)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
