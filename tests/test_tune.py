@@ -1,0 +1,311 @@
+"""btp tune: study planning and errors (no Ray), and a real two-stage study killed and resumed (real Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from btp.config import ConfigError, load_experiment
+from btp.tune import best_trials, check_space, plan_stages, table, trial_config
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "experiments" / "synth" / "study.yaml"
+
+
+def _write(tmp_path: Path, doc: dict, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _study_doc(**tune) -> dict:
+    doc = yaml.safe_load(STUDY.read_text())
+    doc["tune"].update(tune)
+    doc["tune"]["stages"][1]["experiment"] = str(STUDY.parent / "vqa.yaml")  # the copy lives elsewhere
+    return doc
+
+
+def test_plan_stages_of_the_synthetic_study():
+    cfg = load_experiment(STUDY)
+    stages = plan_stages(cfg, STUDY, ["train.max_steps=7", "data.root=/elsewhere"])
+    assert [s.name for s in stages] == ["pretrain", "vqa"]
+    pre, vqa = stages
+    assert (pre.metric, pre.mode, pre.top_k) == ("val/loss", "min", 2)
+    assert (vqa.metric, vqa.mode) == ("val/vqa_score", "max")  # the study's own metric
+    assert pre.base.data.task == "pretrain" and vqa.base.data.task == "vqa"
+    # command-line overrides reach every stage, after the stage's own overrides
+    assert pre.base.train.max_steps == 7 and vqa.base.train.max_steps == 7
+    assert vqa.base.data.root == "/elsewhere" and vqa.base.tune is None
+    assert set(pre.space) == {"model.bridge", "train.lr"} and set(vqa.space) == {"train.lr"}
+    for stage in stages:
+        check_space(stage)
+
+
+def test_single_stage_study(tmp_path):
+    doc = yaml.safe_load((ROOT / "experiments" / "synth" / "vqa.yaml").read_text())
+    doc["tune"] = {
+        "metric": "val/vqa_score",
+        "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}},
+    }
+    path = _write(tmp_path, doc)
+    (stage,) = plan_stages(load_experiment(path), path, [])
+    assert stage.name == "search" and stage.num_samples == 4 and stage.base.data.task == "vqa"
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"train.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}, "train.lr"),  # did you mean
+        ({"model.bridge": {"type": "choice", "values": []}}, "values"),
+        ({"train.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-4}}, "below high"),
+    ],
+)
+def test_bad_search_space_is_one_error_naming_the_key(tmp_path, space, message):
+    doc = _study_doc()
+    doc["tune"]["stages"][0]["space"] = space
+    path = _write(tmp_path, doc)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_unknown_bridge_and_non_evaluation_metric_are_refused(tmp_path):
+    doc = _study_doc()
+    doc["tune"]["stages"][0]["space"]["model.bridge"]["values"] = ["add", "gatd"]
+    path = _write(tmp_path, doc)
+    stages = plan_stages(load_experiment(path), path, [])
+    with pytest.raises(ConfigError, match="unknown bridge 'gatd'.*gated"):
+        check_space(stages[0])
+    doc = _study_doc()
+    doc["tune"]["stages"][1]["metric"] = "train/loss"
+    path = _write(tmp_path, doc)
+    with pytest.raises(ConfigError, match="not an evaluation metric"):
+        check_space(plan_stages(load_experiment(path), path, [])[1])
+
+
+def test_missing_stage_experiment_and_missing_tune_section(tmp_path):
+    doc = _study_doc()
+    doc["tune"]["stages"][1]["experiment"] = "nope.yaml"
+    path = _write(tmp_path, doc)
+    with pytest.raises(ConfigError, match="nope.yaml not found"):
+        plan_stages(load_experiment(path), path, [])
+    plain = ROOT / "experiments" / "synth" / "vqa.yaml"
+    with pytest.raises(ConfigError, match="has no tune: section"):
+        plan_stages(load_experiment(plain), plain, [])
+
+
+def test_trial_config_takes_the_parents_model_and_weights(tmp_path):
+    cfg = load_experiment(STUDY)
+    vqa = plan_stages(cfg, STUDY, [])[1]
+    parent = {
+        "trial": "pretrain_a",
+        "run_dir": "/s/pretrain/pretrain_a",
+        "params": {"model.bridge": "gated", "train.lr": 1e-3},
+    }
+    trial = trial_config(
+        vqa.base, {"train.lr": 2e-4, "parent": "pretrain_a"}, "vqa", "study", tmp_path, "vqa_b", parent
+    )
+    assert trial.model.bridge == "gated" and trial.model.init_from == "/s/pretrain/pretrain_a"
+    assert trial.train.lr == 2e-4  # the parent's pre-training lr is not the fine-tuning lr
+    assert trial.train.name == "vqa_b" and trial.train.storage == str(tmp_path / "vqa")
+    assert trial.track.group == "study" and "stage:vqa" in trial.track.tags
+    assert trial.data.task == "vqa"
+
+
+def test_table_and_best_follow_the_parent_chain():
+    stages = [
+        {
+            "name": "pretrain",
+            "trials": [
+                {
+                    "trial": "p1",
+                    "params": {"model.bridge": "add", "train.lr": 1e-3},
+                    "parent": None,
+                    "status": "TERMINATED",
+                    "metric": 2.0,
+                },
+                {
+                    "trial": "p2",
+                    "params": {"model.bridge": "gated", "train.lr": 3e-4},
+                    "parent": None,
+                    "status": "STOPPED",
+                    "metric": 1.0,
+                },
+            ],
+        },
+        {
+            "name": "vqa",
+            "trials": [
+                {
+                    "trial": "v1",
+                    "params": {"train.lr": 1e-4},
+                    "parent": "p1",
+                    "status": "TERMINATED",
+                    "metric": 0.7,
+                },
+                {
+                    "trial": "v2",
+                    "params": {"train.lr": 2e-4},
+                    "parent": "p1",
+                    "status": "TERMINATED",
+                    "metric": 0.9,
+                },
+            ],
+        },
+    ]
+    rows = table(stages, "val/vqa_score")
+    assert rows[1] == {
+        "pretrain.model.bridge": "add",
+        "pretrain.train.lr": 1e-3,
+        "vqa.train.lr": 2e-4,
+        "val/vqa_score": 0.9,
+        "trial": "v2",
+        "status": "TERMINATED",
+    }
+    assert [t["trial"] for t in best_trials(stages[1]["trials"], "max", 1)] == ["v2"]
+    # a stopped trial exported no model: it is never a parent, however good its metric
+    assert [t["trial"] for t in best_trials(stages[0]["trials"], "min", 2)] == ["p1"]
+
+
+def _wait_for(condition, deadline: float, what: str, proc: subprocess.Popen) -> None:
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _core_ray(group: int) -> list[str]:
+    """Live GCS / raylet processes of a process group."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    return [
+        line for line in out.splitlines()
+        if line.split()[0] == str(group) and not line.split()[1].startswith("Z")
+        and ("gcs_server" in line or "raylet" in line)
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
+    """Stage 1 searches bridge x lr with Optuna TPE + ASHA; stage 2 fine-tunes VQA from the 2 best stage-1 runs.
+
+    The driver is SIGKILLed while the second stage-1 trial is between checkpoints; `--resume` finishes the
+    study: the finished trial is kept as it was, the interrupted one continues from its checkpoint.
+    """
+    from btp.data.synth import write_synthetic
+
+    data = tmp_path / "data"
+    write_synthetic(data, images=200, seed=5)
+    doc = _study_doc()
+    doc["tune"]["stages"][0]["num_samples"] = 3
+    doc["tune"]["stages"][1]["num_samples"] = 2
+    path = _write(tmp_path, doc)
+    runs = tmp_path / "runs"
+    cmd = [
+        sys.executable, "-m", "btp.cli", "tune", str(path), f"data.root={data}", f"train.storage={runs}",
+        "train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=3", "train.batch_size=8",
+        "track.wandb=false",
+    ]  # fmt: skip
+    study = runs / "study"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        finished = lambda: sorted(study.glob("pretrain/*/summary.json"))  # noqa: E731
+        _wait_for(lambda: len(finished()) == 1, deadline, "the first trial finished", proc)
+        first = finished()[0].parent
+        kept = {name: (first / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
+
+        def second_checkpointed():
+            return [
+                run for run in study.glob("pretrain/*")
+                if run != first and any(run.glob("checkpoint_*")) and not (run / "summary.json").exists()
+            ]  # fmt: skip
+
+        _wait_for(lambda: second_checkpointed(), deadline, "a checkpoint of the second trial", proc)
+        second = second_checkpointed()[0]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert not (second / "summary.json").exists()  # killed mid-trial: the test has teeth
+        # the Ray the driver started ends with it (its GCS and raylet; Ray leaves two idle agents behind,
+        # which the finally clause below ends)
+        deadline = time.monotonic() + 60
+        while _core_ray(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _core_ray(proc.pid), "the Ray of the killed driver is still running"
+    finally:
+        log.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-9", "-g", str(proc.pid)], capture_output=True)
+
+    second_run = subprocess.Popen(
+        [*cmd, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = second_run.communicate(timeout=600)
+    finally:
+        subprocess.run(["pkill", "-9", "-g", str(second_run.pid)], capture_output=True)
+    out = stdout + stderr
+    assert second_run.returncode == 0, out[-3000:]
+    assert f"[{second.name}] resumed at step 3" in out
+    assert {name: (first / name).read_bytes() for name in kept} == kept  # not run a second time
+    steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(3) <= 2  # nothing logged twice after the restart
+
+    summary = json.loads((study / "summary.json").read_text())
+    pre, vqa = summary["stages"]
+    assert len(pre["trials"]) == 3 and len(vqa["trials"]) == 2
+    assert {t["status"] for t in pre["trials"]} <= {"TERMINATED", "STOPPED"}
+    for t in pre["trials"]:
+        assert t["params"]["model.bridge"] in ("add", "gated") and 1e-4 <= t["params"]["train.lr"] <= 1e-3
+        assert (t["status"] == "STOPPED") == (t["steps"] < 6)  # ASHA's early stops end before max_steps
+    parents = {t["trial"]: t for t in best_trials(pre["trials"], "min", 2)}
+    assert {t["parent"] for t in vqa["trials"]} == set(parents)  # the first trials cover every parent
+    for t in vqa["trials"]:
+        trial_cfg = yaml.safe_load((Path(t["run_dir"]) / "config.yaml").read_text())
+        assert trial_cfg["model"]["init_from"] == parents[t["parent"]]["run_dir"]
+        assert trial_cfg["model"]["bridge"] == parents[t["parent"]]["params"]["model.bridge"]
+        exported = (Path(t["run_dir"]) / "model" / "model.safetensors").is_file()
+        assert exported == (t["status"] == "TERMINATED") and t["status"] in ("TERMINATED", "STOPPED")
+    assert len(summary["table"]) == 2
+    assert {"pretrain.model.bridge", "pretrain.train.lr", "vqa.train.lr", "val/vqa_score"} <= set(
+        summary["table"][0]
+    )
+    assert summary["best"]["metric"] == max(t["metric"] for t in vqa["trials"])
+
+    import optuna
+
+    history = optuna.load_study(study_name="study.pretrain", storage=summary["storage"]).get_trials()
+    states = {t.state for t in history}
+    assert optuna.trial.TrialState.RUNNING not in states
+    done = {t.value for t in history if t.state == optuna.trial.TrialState.COMPLETE}
+    assert json.loads(kept["summary.json"])["val/loss"] in done  # the finished trial's result is kept
+    assert "best:" in stdout and str(study / "summary.json") in stdout
+
+
+def test_first_trials_cover_every_choice():
+    from ray import tune
+
+    from btp.tune import first_points, tune_space
+
+    doc = _study_doc()
+    stages = plan_stages(load_experiment(STUDY), STUDY, [])
+    space = tune_space(stages[0].space)  # model.bridge: [add, gated]; train.lr: loguniform(1e-4, 1e-3)
+    points = first_points(space, num_samples=4)
+    assert [p["model.bridge"] for p in points] == ["add", "gated"]
+    assert all(abs(p["train.lr"] - 10**-3.5) < 1e-9 for p in points)  # the middle of a log range
+    assert first_points(space, num_samples=1) == points[:1]
+    assert first_points({"train.lr": tune.uniform(0.0, 1.0)}, 4) == []  # nothing to cover
+    assert doc["tune"]["stages"][0]["space"]["model.bridge"]["values"] == ["add", "gated"]
