@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from bridgetower import BridgeTowerForVQA
@@ -29,16 +30,34 @@ def _args(synth, tmp_path, *extra):
     ]
 
 
-def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys):
-    assert (
-        main(["train", "experiments/synth/pretrain.yaml", *_args(synth, tmp_path, "train.max_steps=4")]) == 0
-    )
+def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys, monkeypatch):
+    """Pretraining (tracked in wandb offline), then VQA from its weights, answering and scoring the test split."""
+    from btp.track import find_offline_runs, read_offline_run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    tracked = _args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2", "track.wandb=true")
+    assert main(["train", "experiments/synth/pretrain.yaml", *tracked]) == 0
     pre = tmp_path / "runs" / "pretrain"
     rows = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train_rows] == [2, 4]
     assert {"train/mlm", "train/itm", "lr", "samples_per_s", "mfu", "data_wait_share"} <= set(train_rows[0])
     assert (pre / "config.yaml").is_file() and (pre / "model" / "model.safetensors").is_file()
+
+    # the wandb run (rank 0 only: one for two workers) holds exactly what the trainer reported
+    (offline,) = find_offline_runs(pre)
+    logged = read_offline_run(offline)
+    reported: dict[int, dict] = {}
+    for row in rows:
+        reported.setdefault(row["step"], {}).update({k: v for k, v in row.items() if k != "step"})
+    history = {r["_step"]: {k: v for k, v in r.items() if not k.startswith("_")} for r in logged["history"]}
+    assert history == reported and sorted(history) == [2, 4]
+    pre_summary = json.loads((pre / "summary.json").read_text())
+    assert all(logged["summary"][k] == v for k, v in pre_summary.items())
+    assert logged["group"] == "synth" and logged["project"] == "bridgetower"
+    assert {"task:pretrain", "bridge:add", "synth"} <= set(logged["tags"])
+    assert logged["config"]["train"]["max_steps"] == 4 and logged["config"]["model"]["bridge"] == "add"
 
     code = main(
         [
@@ -54,6 +73,20 @@ def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys):
     model = BridgeTowerForVQA.from_pretrained(run / "model")
     answers = json.loads((synth / "vqa_answers.json").read_text())
     assert model.vqa_classifier[3].out_features == len(answers)
+
+    # the test split answered in the official server's format, and scored per synthetic question type
+    predictions = json.loads((run / "vqa_test_predictions.json").read_text())
+    expected = []
+    for shard in sorted(synth.glob("vqav2_test_*.arrow")):
+        with pa.memory_map(str(shard)) as f:
+            expected += [
+                q for row in pa.ipc.open_file(f).read_all().column("question_id").to_pylist() for q in row
+            ]
+    assert [p["question_id"] for p in predictions] == sorted(expected)  # every test question, once
+    assert all(p["answer"] in answers for p in predictions)
+    types = ("color", "shape", "count", "exist", "position")
+    assert all(0.0 <= summary[f"test/vqa_score/{t}"] <= 1.0 for t in types)
+    assert 0.0 <= summary["test/vqa_score"] <= 1.0
     out = capsys.readouterr().out
     assert "btp train vqa: done" in out and "val/vqa_score" in out
 
@@ -124,50 +157,3 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     out = capsys.readouterr().out
     assert "fault drill: SIGKILL of rank 0" in out and "resumed at step 3" in out
     assert _max_diff(straight, _weights(tmp_path / "runs" / "killed")) <= 1e-6
-
-
-def test_vqa_writes_test_answers_and_scores_each_question_type(synth, tmp_path):
-    code = main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp_path, "train.max_steps=2")])
-    assert code == 0
-    run = tmp_path / "runs" / "vqa"
-    answers = json.loads((synth / "vqa_answers.json").read_text())
-    predictions = json.loads((run / "vqa_test_predictions.json").read_text())
-    import pyarrow as pa
-
-    expected = []
-    for shard in sorted(synth.glob("vqav2_test_*.arrow")):
-        with pa.memory_map(str(shard)) as f:
-            expected += [
-                q for row in pa.ipc.open_file(f).read_all().column("question_id").to_pylist() for q in row
-            ]
-    assert [p["question_id"] for p in predictions] == sorted(expected)  # every test question, once
-    assert all(p["answer"] in answers for p in predictions)
-    summary = json.loads((run / "summary.json").read_text())
-    types = ("color", "shape", "count", "exist", "position")
-    assert all(0.0 <= summary[f"test/vqa_score/{t}"] <= 1.0 for t in types)
-    assert 0.0 <= summary["test/vqa_score"] <= 1.0
-
-
-def test_wandb_offline_run_holds_what_the_trainer_reported(synth, tmp_path, monkeypatch):
-    from btp.track import find_offline_runs, read_offline_run
-
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    args = _args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2", "track.wandb=true")
-    assert main(["train", "experiments/synth/pretrain.yaml", *args]) == 0
-    run_dir = tmp_path / "runs" / "pretrain"
-    (offline,) = find_offline_runs(run_dir)  # rank 0 only: one run for two workers
-    logged = read_offline_run(offline)
-    reported: dict[int, dict] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        reported.setdefault(row.pop("step"), {}).update(row)
-    history = {
-        row["_step"]: {k: v for k, v in row.items() if not k.startswith("_")} for row in logged["history"]
-    }
-    assert history == reported and sorted(history) == [2, 4]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert all(logged["summary"][k] == v for k, v in summary.items())
-    assert logged["group"] == "synth" and logged["project"] == "bridgetower"
-    assert {"task:pretrain", "bridge:add", "synth"} <= set(logged["tags"])
-    assert logged["config"]["train"]["max_steps"] == 4 and logged["config"]["model"]["bridge"] == "add"
