@@ -20,11 +20,14 @@ def _command(target: str):
 
 _bench_model = _command("btp.bench.model:run_model_bench")
 _bench_ingest = _command("btp.bench.ingest:run_ingest_bench")
+_bench_tune = _command("btp.bench.tune:run_tune_bench")
 _synth = _command("btp.data.synth:main_synth")
 _convert = _command("btp.data.convert:main_convert")
 _validate = _command("btp.data.validate:main_validate")
 _report = _command("btp.report:main_report")
 _train = _command("btp.train.run:main_train")
+_tune = _command("btp.tune:main_tune")
+_quickstart = _command("btp.quickstart:main_quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +37,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    quickstart = sub.add_parser(
+        "quickstart",
+        help="the whole platform offline in one command: data, pretraining of 2 bridges, VQA sweep, report",
+        description="Generates the synthetic data, pre-trains the tiny model with two bridge variants, fine-tunes "
+        "each on VQA with a small Optuna sweep, scores the test split per question type and writes the "
+        "comparison report. Starts a local Ray unless --address or RAY_ADDRESS names a cluster. Writes "
+        "OUT/summary.json (seconds, best_vqa_accuracy, per-type accuracies, the table of trials).",
+    )
+    quickstart.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides for every stage, e.g. train.max_steps=50"
+    )
+    quickstart.add_argument("--out", default="quickstart", help="output folder (default: ./quickstart)")
+    quickstart.add_argument(
+        "--study",
+        default=None,
+        metavar="FILE",
+        help="the two-stage study to run (default: experiments/synth/quickstart.yaml)",
+    )
+    quickstart.add_argument(
+        "--images", type=int, default=2000, help="synthetic pictures to generate (default 2000)"
+    )
+    quickstart.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
+    )
+    quickstart.add_argument(
+        "--resume", action="store_true", help="finish an interrupted quickstart in OUT (also automatic)"
+    )
+    quickstart.set_defaults(func=_quickstart)
 
     train = sub.add_parser(
         "train",
@@ -50,6 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the stopped run of the same name from its last checkpoint",
     )
     train.set_defaults(func=_train)
+
+    tune = sub.add_parser(
+        "tune",
+        help="run the experiment's tune: study (Optuna TPE + ASHA; stages such as pretrain -> fine-tune)",
+        description="Runs the study in EXPERIMENT.yaml's tune: section on Ray Tune. Every trial is a whole btp "
+        "train run with its own run directory; with stages:, a later stage fine-tunes from the best top_k runs "
+        "of the stage before. key=value arguments override the study file and every stage's experiment "
+        "(e.g. data.root=..., train.max_steps=50). Outputs go to train.storage/NAME: summary.json (every trial, "
+        "the table, the best), optuna.db (the Optuna studies) and one folder per stage with its trials' runs.",
+    )
+    tune.add_argument("experiment", metavar="EXPERIMENT.yaml")
+    tune.add_argument("overrides", nargs="*", metavar="key=value")
+    tune.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a stopped study: finished trials are kept, unfinished ones continue from their checkpoints",
+    )
+    tune.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
+    )
+    tune.set_defaults(func=_tune)
 
     data = sub.add_parser("data", help="datasets: synthetic data, conversion, validation")
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
@@ -187,6 +240,66 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-wandb", action="store_true", help="do not publish a W&B Report even when WANDB_API_KEY is set"
     )
     report.set_defaults(func=_report)
+
+    bench_tune = bench_sub.add_parser(
+        "tune",
+        help="a full grid over bridge x lr against Optuna TPE + ASHA on synthetic VQA: best score, steps used",
+        description="Runs two studies over the same space (every bridge x every learning rate) on the synthetic "
+        "VQA task: the full grid, every trial to the end, and Optuna TPE with ASHA early stopping and fewer "
+        "trials. Prints each one's best final val/vqa_score and the training steps it used, metric_gap (grid "
+        "best - Optuna best; 0.01 is one percentage point) and steps_ratio (Optuna steps / grid steps) against "
+        "the goal: within 1 point using at most 35% of the steps. key=value arguments override every trial "
+        "(e.g. train.batch_size=16).",
+    )
+    bench_tune.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every trial")
+    bench_tune.add_argument(
+        "--out",
+        default="runs/bench_tune",
+        help="folder for the data and both studies (default: runs/bench_tune)",
+    )
+    bench_tune.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="synthetic shards to use (default: write them into OUT/data)",
+    )
+    bench_tune.add_argument(
+        "--images", type=int, default=4000, help="synthetic pictures to write without --data (default 4000)"
+    )
+    bench_tune.add_argument(
+        "--experiment",
+        default=None,
+        metavar="FILE",
+        help="base VQA experiment (default: experiments/synth/vqa.yaml)",
+    )
+    bench_tune.add_argument("--steps", type=int, default=60, help="training steps per trial (default 60)")
+    bench_tune.add_argument(
+        "--eval-every", type=int, default=15, help="steps between evaluations, ASHA's rungs (default 15)"
+    )
+    bench_tune.add_argument(
+        "--bridges",
+        default="add,gated,scaled_add",
+        help="bridge variants, comma-separated (default add,gated,scaled_add)",
+    )
+    bench_tune.add_argument(
+        "--lrs",
+        default="1e-4,2e-4,5e-4,1e-3",
+        help="learning rates, comma-separated (default 1e-4,2e-4,5e-4,1e-3)",
+    )
+    bench_tune.add_argument(
+        "--samples", type=int, default=None, help="Optuna trials (default: half the grid's)"
+    )
+    bench_tune.add_argument(
+        "--reduction-factor", type=int, default=2, help="ASHA's reduction factor (default 2)"
+    )
+    bench_tune.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"
+    )
+    bench_tune.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
+    )
+    bench_tune.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    bench_tune.set_defaults(func=_bench_tune)
     return parser
 
 

@@ -143,7 +143,8 @@ class ParamSpace:
 class SamplerConfig:
     """Optuna sampler."""
 
-    type: str = _choice("tpe", "tpe", "random")
+    # grid: every combination of the `choice` values (every searched key must be a choice)
+    type: str = _choice("tpe", "tpe", "random", "grid")
     seed: int = 0
 
 

@@ -116,7 +116,7 @@ def _find_experiment(name: str, study_file: Path, key: str) -> Path:
     )
 
 
-def check_space(stage: Stage) -> None:
+def check_space(stage: Stage, grid: bool = False) -> None:
     """What the schema cannot check: bridge names against the model's registry, metrics against evaluation."""
     from bridgetower.bridge import BRIDGES
 
@@ -131,6 +131,11 @@ def check_space(stage: Stage) -> None:
         raise ConfigError(
             f"stage {stage.name}: metric {stage.metric!r} is not an evaluation metric; use a val/ metric "
             "(e.g. val/vqa_score, val/accuracy, val/loss)"
+        )
+    if grid and any(s.type != "choice" for s in stage.space.values()):
+        bad = next(k for k, s in stage.space.items() if s.type != "choice")
+        raise ConfigError(
+            f"tune.sampler.type: grid needs every searched key to be a choice; {bad} is {stage.space[bad].type}"
         )
     if not stage.base.data.val:
         raise ConfigError(f"stage {stage.name}: data.val is empty; trials are judged on the validation split")
@@ -405,15 +410,21 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
         )
     else:
         _, steps = planned_run(stage.base)
-        if t.sampler.type == "tpe":
+        if t.sampler.type == "grid":
+            grid = {k: list(s.values) for k, s in stage.space.items()}
+            if stage.parents:
+                grid["parent"] = sorted(stage.parents)
+            sampler = optuna.samplers.GridSampler(grid, seed=t.sampler.seed)
+        elif t.sampler.type == "tpe":
             sampler = optuna.samplers.TPESampler(seed=t.sampler.seed)
         else:
             sampler = optuna.samplers.RandomSampler(seed=t.sampler.seed)
+        first = first_points(space, stage.num_samples) if t.sampler.type != "grid" else []
         searcher = OptunaSearch(
             metric=stage.metric,
             mode=stage.mode,
             sampler=sampler,
-            points_to_evaluate=first_points(space, stage.num_samples) or None,
+            points_to_evaluate=first or None,
             study_name=f"{study}.{stage.name}",
             storage=optuna.storages.RDBStorage(storage),
         )
@@ -457,7 +468,7 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     cfg = load_experiment(path, overrides)
     stages = plan_stages(cfg, path, overrides)
     for stage in stages:
-        check_space(stage)
+        check_space(stage, grid=cfg.tune.sampler.type == "grid")
     name = cfg.train.name
     root = study_dir(cfg)
     earlier = (root / SUMMARY).is_file()

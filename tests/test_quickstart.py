@@ -1,0 +1,57 @@
+"""`btp quickstart` end to end, shrunk: data, 2 bridge variants pre-trained, VQA sweep, per-type scores, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from btp.cli import main
+from btp.quickstart import TYPES, study_file
+from btp.track import find_offline_runs, read_offline_run
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    doc = yaml.safe_load(study_file().read_text())
+    doc["tune"]["stages"][1]["num_samples"] = 2  # one fine-tuning per pre-trained bridge variant
+    doc["tune"]["stages"][1]["experiment"] = str(study_file().parent / doc["tune"]["stages"][1]["experiment"])
+    study = tmp_path / "quickstart.yaml"
+    study.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "qs"
+    shrink = ["train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=2", "train.batch_size=16"]
+    code = main(["quickstart", "--out", str(out), "--images", "300", "--study", str(study), *shrink])
+    assert code == 0
+    assert not ray.is_initialized()  # the embedded Ray is shut down
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seconds"] > 0 and 0.0 <= summary["best_vqa_accuracy"] <= 1.0
+    assert set(summary["per_type"]) == set(TYPES) and set(summary["majority_baseline"]) == {*TYPES, "overall"}
+    assert {row["pretrain.model.bridge"] for row in summary["table"]} == {"add", "gated"}
+    best = Path(summary["best_trial"]["run_dir"])
+    assert json.loads((best / "summary.json").read_text())["test/vqa_score"] == pytest.approx(
+        summary["best_vqa_accuracy"]
+    )
+    page = Path(summary["report"]).read_text()
+    pngs = [line.split('src="')[1].split('"')[0] for line in page.split("<img")[1:]]
+    assert pngs and all((Path(summary["report"]).parent / p).is_file() for p in pngs)
+
+    # the trials log to wandb offline, grouped under the study's name
+    groups = {
+        read_offline_run(r)["group"]
+        for t in summary["table"]
+        for r in find_offline_runs(out / "study" / "vqa" / t["trial"])
+    }
+    assert groups == {"study"}
+
+    printed = capsys.readouterr().out
+    assert "[quickstart" in printed and "majority" in printed and str(out / "summary.json") in printed
+    for kind in TYPES:
+        assert f"  {kind}" in printed
