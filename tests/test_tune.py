@@ -309,3 +309,18 @@ def test_first_trials_cover_every_choice():
     assert first_points(space, num_samples=1) == points[:1]
     assert first_points({"train.lr": tune.uniform(0.0, 1.0)}, 4) == []  # nothing to cover
     assert doc["tune"]["stages"][0]["space"]["model.bridge"]["values"] == ["add", "gated"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["synth/study.yaml", "synth/quickstart.yaml", "synth/pretrain_bridges.yaml", "synth/vqa_lr.yaml",
+     "pretrain_bridges_base.yaml", "vqa_lr_base.yaml", "study_base.yaml"],
+)  # fmt: skip
+def test_sweep_files_plan_their_stages(name):
+    path = ROOT / "experiments" / name
+    stages = plan_stages(load_experiment(path), path, [])
+    for stage in stages:
+        check_space(stage)
+        assert stage.space or len(stages) > 1
+    if len(stages) > 1:  # a two-stage study: pre-training, then VQA fine-tuning from its best runs
+        assert [s.base.data.task for s in stages] == ["pretrain", "vqa"] and stages[0].top_k >= 2
