@@ -341,17 +341,23 @@ class BridgeTowerForRetrieval(_TaskModel):
         all_ids = gather(image_ids) if gather else image_ids
         positives = (image_ids[:, None] == all_ids[None, :]).float()
         out.losses["itc"], out.itc_logits = itc_loss(t, v, self.temperature, gather, positives)
-        # hard negatives from the local batch, sampled by ITC similarity; pairs of the same image excluded
+        # hard negatives sampled by ITC similarity from the whole batch (every worker's, with `gather`);
+        # pairs of the same image excluded
+        all_text = [gather(x) for x in text] if gather else text
+        all_image = [gather(x) for x in image] if gather else image
+        all_mask = None if mask is None else (gather(mask) if gather else mask)
         with torch.no_grad():
-            same = image_ids[:, None] == image_ids[None, :]
-            sim = (t @ v.t() / self.temperature.clamp(0.001, 0.5)).float()
-            w_t2i = F.softmax(sim, 1).masked_fill(same, 0) + 1e-9 * ~same
-            w_i2t = F.softmax(sim.t(), 1).masked_fill(same, 0) + 1e-9 * ~same
+            all_t = gather(t) if gather else t
+            all_v = gather(v) if gather else v
+            same = image_ids[:, None] == all_ids[None, :]
+            temperature = self.temperature.clamp(0.001, 0.5)
+            w_t2i = F.softmax((t @ all_v.t() / temperature).float(), 1).masked_fill(same, 0) + 1e-9 * ~same
+            w_i2t = F.softmax((v @ all_t.t() / temperature).float(), 1).masked_fill(same, 0) + 1e-9 * ~same
             neg_image = torch.multinomial(w_t2i, 1)[:, 0]
             neg_text = torch.multinomial(w_i2t, 1)[:, 0]
-        texts = [torch.cat([x, x, x[neg_text]]) for x in text]
-        images = [torch.cat([x, x[neg_image], x]) for x in image]
-        m = None if mask is None else torch.cat([mask, mask, mask[neg_text]])
+        texts = [torch.cat([x, x, a[neg_text]]) for x, a in zip(text, all_text)]
+        images = [torch.cat([x, a[neg_image], x]) for x, a in zip(image, all_image)]
+        m = None if mask is None else torch.cat([mask, mask, all_mask[neg_text]])
         tf, vf = bt.fuse(texts, images, m)
         logits = self.itm_score(bt.cls_features(tf, vf))
         out.itm_labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)

@@ -357,3 +357,33 @@ def test_uint8_pixels_are_normalised_by_the_model():
         assert torch.allclose(
             model(ids, mask, raw).cls_features, model(ids, mask, floats).cls_features, atol=1e-5
         )
+
+
+def test_retrieval_hard_negatives_come_from_the_gathered_batch():
+    """With a gather (here: a second worker holding a copy of the batch), negatives are drawn over both parts
+    and a caption is never paired with its own image as a negative."""
+    from bridgetower import BridgeTowerConfig, BridgeTowerForRetrieval
+
+    torch.manual_seed(0)
+    model = BridgeTowerForRetrieval(BridgeTowerConfig.preset("tiny", retrieval_loss="itm_itc"))
+    ids = torch.randint(5, 1000, (4, 8))
+    pixels = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    drawn = []
+    real_multinomial = torch.multinomial
+
+    def spy(weights, n, *args, **kwargs):
+        drawn.append(weights.clone())
+        return real_multinomial(weights, n, *args, **kwargs)
+
+    torch.multinomial = spy
+    try:
+        out = model(ids, torch.ones_like(ids), pixels, image_ids=torch.arange(4), return_loss=True,
+                    gather=lambda x: torch.cat([x, x]))  # fmt: skip
+    finally:
+        torch.multinomial = real_multinomial
+    assert torch.isfinite(out.loss)
+    assert all(w.shape == (4, 8) for w in drawn)  # candidates: the 8 captions/images of both workers
+    for w in drawn:  # the same image, on either worker, is never a negative
+        assert (w[torch.arange(4), torch.arange(4)] < 1e-6).all() and (
+            w[torch.arange(4), torch.arange(4) + 4] < 1e-6
+        ).all()

@@ -157,3 +157,12 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     out = capsys.readouterr().out
     assert "fault drill: SIGKILL of rank 0" in out and "resumed at step 3" in out
     assert _max_diff(straight, _weights(tmp_path / "runs" / "killed")) <= 1e-6
+
+
+def test_retrieval_gathers_negatives_across_workers_and_reports_recall(synth, tmp_path):
+    args = _args(synth, tmp_path, "train.max_steps=2", "train.eval_every=null")
+    assert main(["train", "experiments/synth/irtr.yaml", *args]) == 0
+    summary = json.loads((tmp_path / "runs" / "irtr" / "summary.json").read_text())
+    keys = [f"val/{d}_r{k}" for d in ("ir", "tr") for k in (1, 5, 10)]
+    assert all(0.0 <= summary[k] <= 1.0 for k in keys), summary
+    assert summary["val/ir_r10"] >= summary["val/ir_r5"] >= summary["val/ir_r1"]

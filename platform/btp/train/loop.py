@@ -20,7 +20,7 @@ from btp.data.pipeline import train_batches
 from btp.track import Tracker
 from btp.train.build import build_model
 from btp.train.optim import build_optimizer, warmup_linear_decay
-from btp.train.parallel import apply_fsdp
+from btp.train.parallel import apply_fsdp, average_gradients, replicated_params
 
 
 def _cpu_peak_flops() -> float:
@@ -33,13 +33,26 @@ def _cpu_peak_flops() -> float:
     return 3 * 2 * 1024**3 / (time.perf_counter() - start)
 
 
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every worker's `x` concatenated in rank order; gradients flow back to each worker's part."""
+    if not x.is_floating_point():  # ids and masks: nothing to differentiate
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()))
+
+
 def forward(model: torch.nn.Module, task: str, batch: dict[str, torch.Tensor]):
     """Feed a pipeline batch to the task model (the batch keys are the pipeline's contract)."""
     ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
     if task == "pretrain":
         return model(ids, mask, pixels, batch["mlm_input_ids"], batch["mlm_labels"])
     if task == "irtr":
-        return model(ids, mask, pixels, image_ids=batch["image_index"], return_loss=True)
+        # ITC negatives and ITM hard negatives come from every worker's batch
+        gather = gather_with_grad if dist.is_initialized() and dist.get_world_size() > 1 else None
+        return model(ids, mask, pixels, image_ids=batch["image_index"], return_loss=True, gather=gather)
     return model(ids, mask, pixels, labels=batch["labels"])
 
 
@@ -83,8 +96,10 @@ class Trainer:
         self.model = build_model(cfg)  # same seed on every rank: identical weights before sharding
         self.model_class, self.model_config = type(self.model), self.model.config
         torch.manual_seed(cfg.train.seed + 1000 * self.rank)  # dropout and ITM negatives differ per rank
+        self.replicated: list[torch.nn.Parameter] = []
         if cfg.train.fsdp and self.world > 1:
             apply_fsdp(self.model, bf16=cfg.train.precision == "bf16" and cfg.train.use_gpu)
+            self.replicated = replicated_params(self.model)
         t = cfg.train
         self.optimizer = build_optimizer(
             self.model, t.lr, t.weight_decay, t.lr_mult_head, t.lr_mult_cross_modal, tuple(t.betas), t.eps
@@ -118,6 +133,7 @@ class Trainer:
             (out.loss / len(micro_batches)).backward()
             for name, value in {"loss": out.loss, **out.losses}.items():
                 losses[name] = losses.get(name, 0.0) + float(value.detach()) / len(micro_batches)
+        average_gradients(self.replicated)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -246,6 +262,8 @@ class Trainer:
         if shard is None:
             return {}
         self.model.eval()
+        if self.task == "irtr":
+            return self.evaluate_retrieval(shard)
         sums: dict[str, float] = {}
         count = 0
         for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
@@ -260,6 +278,55 @@ class Trainer:
         if dist.is_initialized():
             dist.all_reduce(totals)
         return {f"val/{k}": float(totals[i] / max(1.0, float(totals[-1]))) for i, k in enumerate(keys)}
+
+    @torch.no_grad()
+    def evaluate_retrieval(self, shard) -> dict[str, float]:
+        """Recall@1/5/10 both ways over the whole validation split (every caption against every image).
+
+        Every rank gathers the split, scores its share of the captions (padded to equal shares: FSDP needs the
+        same number of forward passes on every rank), and the score rows are gathered back.
+        """
+        from bridgetower.metrics import retrieval_recall
+
+        parts = []
+        for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
+            parts.append(
+                {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_index")}
+            )
+        every = [parts]
+        if dist.is_initialized() and self.world > 1:
+            every = [None] * self.world
+            dist.all_gather_object(every, parts)
+        batches = [b for rank_parts in every for b in rank_parts]
+        if not batches:
+            return {}
+        ids = torch.cat([b["input_ids"] for b in batches])
+        mask = torch.cat([b["attention_mask"] for b in batches])
+        keys = torch.cat([b["image_index"] for b in batches])
+        pixels_of: dict[int, torch.Tensor] = {}
+        for b in batches:
+            for key, pixels in zip(b["image_index"].tolist(), b["pixel_values"]):
+                pixels_of.setdefault(key, pixels)
+        order = sorted(pixels_of)
+        column = {key: i for i, key in enumerate(order)}
+        images = torch.stack([pixels_of[k] for k in order])
+        share = -(-len(ids) // self.world)
+        mine = [min(i, len(ids) - 1) for i in range(self.rank * share, (self.rank + 1) * share)]
+        model = self.model
+        if hasattr(model, "unshard"):  # FSDP2: the root's own parameters are gathered only in forward()
+            model.unshard()
+        try:
+            scores = model.score_matrix(ids[mine], mask[mine], images)
+        finally:
+            if hasattr(model, "reshard"):
+                model.reshard()
+        if dist.is_initialized() and self.world > 1:
+            rows = [torch.empty_like(scores) for _ in range(self.world)]
+            dist.all_gather(rows, scores.contiguous())
+            scores = torch.cat(rows)
+        scores = scores[: len(ids)]
+        recall = retrieval_recall(scores, torch.tensor([column[k] for k in keys.tolist()]))
+        return {f"val/{k}": v for k, v in recall.items()}
 
     @torch.no_grad()
     def predict_vqa(self) -> dict[str, float]:

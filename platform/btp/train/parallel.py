@@ -21,8 +21,21 @@ def apply_fsdp(model: nn.Module, bf16: bool = False, device_type: str = "cpu") -
     kwargs = {"mesh": mesh, **({"mp_policy": policy} if policy else {})}
     for unit in model.wrap_units():
         fully_shard(unit, **kwargs)
-    fully_shard(model, **kwargs)
+    fully_shard(model, ignored_params=set(replicated_params(model)), **kwargs)
     return model
+
+
+def replicated_params(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters FSDP cannot shard (scalars such as the ITC temperature): every rank keeps a full copy."""
+    return [p for p in model.parameters() if p.dim() == 0]
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients of replicated parameters across ranks (FSDP does it for the sharded ones)."""
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
 
 
 def local_numel(tensors) -> int:
