@@ -19,6 +19,9 @@ class VisionConfig:
     image_size: int = 288
     num_channels: int = 3
     layer_norm_eps: float = 1e-5
+    # std of the class and position embeddings at init (None: initializer_range). A small model trained from
+    # scratch needs them large (e.g. 1.0) to tell where a patch is; checkpoints bring their own
+    embedding_init_std: float | None = None
 
     @property
     def heads(self) -> int:
@@ -76,6 +79,9 @@ class BridgeTowerConfig:
     gradient_checkpointing: bool = False
     # heads
     vqa_num_labels: int = 3129
+    # "bce": the official soft-target BCE x number of labels; "ce": soft-target cross-entropy (learns faster
+    # from scratch, where BCE first spends its steps pushing every logit down)
+    vqa_loss: str = "bce"
     num_labels: int | None = None  # image/text classification
     head_hidden_scale: float | None = None  # None: the task's official value
     itc: bool = False  # pretraining: add the image-text contrastive loss

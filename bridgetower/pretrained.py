@@ -55,6 +55,12 @@ class PretrainedMixin:
                 nn.init.zeros_(module.in_proj_bias)
             elif hasattr(module, "class_embedding"):
                 nn.init.normal_(module.class_embedding, std=std)
+        vision_std = getattr(getattr(self.config, "vision", None), "embedding_init_std", None)
+        if vision_std is not None:
+            for module in self.modules():
+                if hasattr(module, "class_embedding") and hasattr(module, "position_embedding"):
+                    nn.init.normal_(module.class_embedding, std=vision_std)
+                    nn.init.normal_(module.position_embedding.weight, std=vision_std)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

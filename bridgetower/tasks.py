@@ -192,6 +192,11 @@ class BridgeTowerForVQA(_ClsClassifier):
         self.init_weights()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.vqa_loss == "ce":
+            targets = labels.float() / labels.float().sum(1, keepdim=True).clamp_min(1e-6)
+            return -(F.log_softmax(logits.float(), 1) * targets).sum(1).mean()
+        if self.config.vqa_loss != "bce":
+            raise ValueError(f"vqa_loss must be 'bce' or 'ce', not {self.config.vqa_loss!r}")
         return vqa_loss(logits.float(), labels)  # soft-target BCE x label count
 
     def metrics(self, output: TaskOutput, labels: torch.Tensor) -> dict[str, float]:

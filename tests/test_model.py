@@ -387,3 +387,24 @@ def test_retrieval_hard_negatives_come_from_the_gathered_batch():
         assert (w[torch.arange(4), torch.arange(4)] < 1e-6).all() and (
             w[torch.arange(4), torch.arange(4) + 4] < 1e-6
         ).all()
+
+
+def test_vision_embedding_init_std_and_soft_cross_entropy_vqa_loss():
+    from bridgetower import BridgeTowerConfig, BridgeTowerForVQA
+
+    torch.manual_seed(0)
+    plain = BridgeTowerForVQA(BridgeTowerConfig.preset("tiny"))
+    wide = BridgeTowerForVQA(
+        BridgeTowerConfig.preset("tiny", vision={"embedding_init_std": 1.0}, vqa_loss="ce")
+    )
+    for model, low, high in ((plain, 0.01, 0.03), (wide, 0.9, 1.1)):
+        emb = model.bridgetower.vision_model.visual.embeddings
+        assert low < float(emb.position_embedding.weight.std()) < high
+        assert low < float(emb.class_embedding.std()) < high
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.3]])
+    expected = -(torch.log_softmax(logits, 1) * targets / targets.sum(1, keepdim=True)).sum(1).mean()
+    assert torch.allclose(wide.loss(logits, targets), expected)
+    assert not torch.allclose(plain.loss(logits, targets), expected)  # the official BCE is another loss
+    with pytest.raises(ValueError, match="vqa_loss"):
+        BridgeTowerForVQA(BridgeTowerConfig.preset("tiny", vqa_loss="mse")).loss(logits, targets)
