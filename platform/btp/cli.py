@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the two-stage study to run (default: experiments/synth/quickstart.yaml)",
     )
     quickstart.add_argument(
-        "--images", type=int, default=2000, help="synthetic pictures to generate (default 2000)"
+        "--images", type=int, default=20000, help="synthetic pictures to generate (default 20000)"
     )
     quickstart.add_argument(
         "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"

@@ -16,6 +16,7 @@ from typing import Any
 
 STUDY_FILE = Path("experiments") / "synth" / "quickstart.yaml"
 TYPES = ("color", "shape", "count", "exist", "position")
+IMAGE_SIZE = 48  # the quickstart study's picture size (one 16 px patch per grid cell)
 
 
 def study_file() -> Path:
@@ -37,11 +38,12 @@ def make_data(out: Path, images: int, start: float) -> Path:
 
     data = out / "data"
     manifest = data / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("images") == images:
+    made = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if made.get("images") == images and made.get("image_size") == IMAGE_SIZE and made.get("complete"):
         _say(f"synthetic data already in {data}", start)
         return data
     _say(f"writing {images} synthetic pictures with captions, questions and answers to {data}", start)
-    write_synthetic(data, images=images, seed=0, log=lambda _: None)
+    write_synthetic(data, images=images, seed=0, image_size=IMAGE_SIZE, log=lambda _: None)
     return data
 
 
