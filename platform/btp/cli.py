@@ -272,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="base VQA experiment (default: experiments/synth/vqa.yaml)",
     )
-    bench_tune.add_argument("--steps", type=int, default=60, help="training steps per trial (default 60)")
+    bench_tune.add_argument("--steps", type=int, default=100, help="training steps per trial (default 100)")
     bench_tune.add_argument(
-        "--eval-every", type=int, default=15, help="steps between evaluations, ASHA's rungs (default 15)"
+        "--eval-every", type=int, default=25, help="steps between evaluations, ASHA's rungs (default 25)"
     )
     bench_tune.add_argument(
         "--bridges",
@@ -283,11 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_tune.add_argument(
         "--lrs",
-        default="1e-4,2e-4,5e-4,1e-3",
-        help="learning rates, comma-separated (default 1e-4,2e-4,5e-4,1e-3)",
+        default="2e-4,5e-4,1e-3",
+        help="learning rates, comma-separated (default 2e-4,5e-4,1e-3)",
     )
     bench_tune.add_argument(
-        "--samples", type=int, default=None, help="Optuna trials (default: half the grid's)"
+        "--samples", type=int, default=None, help="Optuna trials (default: half the grid's, rounded up)"
     )
     bench_tune.add_argument(
         "--reduction-factor", type=int, default=2, help="ASHA's reduction factor (default 2)"
