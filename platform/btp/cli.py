@@ -20,6 +20,7 @@ def _command(target: str):
 
 _bench_model = _command("btp.bench.model:run_model_bench")
 _bench_ingest = _command("btp.bench.ingest:run_ingest_bench")
+_bench_train = _command("btp.bench.train:run_train_bench")
 _bench_tune = _command("btp.bench.tune:run_tune_bench")
 _synth = _command("btp.data.synth:main_synth")
 _convert = _command("btp.data.convert:main_convert")
@@ -218,6 +219,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
     ingest.set_defaults(func=_bench_ingest)
+    bench_train = bench_sub.add_parser(
+        "train",
+        help="steps/s of the FSDP2 training step on Ray Train vs torchrun; per-worker memory of 2 workers vs 1",
+        description="Runs the platform's training step (MLM+ITM pretraining on synthetic in-memory batches) on "
+        "2 FSDP2 workers under Ray Train (reporting every --report-every steps, as btp train does) and under "
+        "torchrun without Ray (at the Ray workers' niceness), and prints steps/s both ways and their ratio "
+        "(goal >= 0.95). With 1 Ray worker as well: per-worker model state (params + grads + AdamW state) and "
+        "peak RSS of 2 workers vs 1 (goal <= 0.55). Also times a whole btp train run on synthetic shards unless "
+        "--e2e-steps 0.",
+    )
+    bench_train.add_argument(
+        "--preset",
+        default="mid",
+        choices=["tiny", "mid", "base", "large"],
+        help="model size (default mid: base narrowed to 512 wide, 4+4 tower layers, 2 cross-modal; ~96M params)",
+    )
+    bench_train.add_argument("--batch", type=int, default=4, help="samples per worker per step (default 4)")
+    bench_train.add_argument("--text-len", type=int, default=32, help="text tokens per sample (default 32)")
+    bench_train.add_argument("--image-size", type=int, default=64, help="pixels (default 64)")
+    bench_train.add_argument("--steps", type=int, default=10, help="timed steps per run (default 10)")
+    bench_train.add_argument(
+        "--warmup-steps", type=int, default=2, help="untimed steps before them (default 2)"
+    )
+    bench_train.add_argument(
+        "--report-every",
+        type=int,
+        default=10,
+        help="Ray side: ray.train.report every N steps, as btp train does every train.log_every (default 10)",
+    )
+    bench_train.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate torchrun and Ray runs this many times and keep the fastest of each (default 1)",
+    )
+    bench_train.add_argument(
+        "--e2e-steps",
+        type=int,
+        default=12,
+        help="steps of the whole btp train run on synthetic shards (default 12; 0: skip it)",
+    )
+    bench_train.add_argument(
+        "--threads", type=int, default=None, help="torch threads per worker (default: cores / 2)"
+    )
+    bench_train.add_argument(
+        "--cpus-per-worker", type=float, default=0.5, help="Ray CPUs per train worker (default 0.5)"
+    )
+    bench_train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    bench_train.add_argument(
+        "--json", default=None, metavar="PATH", help="write every printed figure to PATH"
+    )
+    bench_train.set_defaults(func=_bench_train)
 
     report = sub.add_parser(
         "report",
