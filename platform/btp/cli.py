@@ -349,11 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"
     )
     bench_tune.add_argument(
-        "--resume",
-        action="store_true",
-        help="finish an interrupted bench in OUT with the same options (finished trials are kept)",
-    )
-    bench_tune.add_argument(
         "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
     )
     bench_tune.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")

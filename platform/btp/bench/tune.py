@@ -28,7 +28,6 @@ METRIC = "val/vqa_score"
 GOAL_GAP = 0.01  # one percentage point of the 0-1 VQA score
 GOAL_RATIO = 0.35
 STUDIES = ("grid", "optuna")
-STATE = "bench_state.json"  # wall time of each finished study, for --resume
 # keys the bench sets itself, and the option that sets each
 OWN_KEYS = {
     "data.root": "--data",
@@ -230,21 +229,8 @@ def print_table(report: dict[str, Any]) -> None:
         f"steps_ratio (Optuna steps / grid steps): {ratio_text}; goal <= {GOAL_RATIO:.0%}: "
         f"{'met' if report['steps_goal_met'] else 'NOT met'}"
     )
-    resumed = [name for name in STUDIES if report[name].get("resumed")]
-    if resumed:
-        print(
-            f"resumed after an interruption: {', '.join(resumed)} (wall time up to the interruption + after it)"
-        )
     if g["errors"] or o["errors"]:
         print(f"failed trials: grid {g['errors']}, Optuna {o['errors']} (their steps are counted)")
-
-
-def _interrupted_wall(study: Path, record: dict[str, Any] | None) -> float:
-    """Seconds an interrupted study ran: from its start to the last file it wrote."""
-    if not record or record.get("finished") or "started_at" not in record:
-        return 0.0
-    last = max((f.stat().st_mtime for f in study.rglob("*") if f.is_file()), default=record["started_at"])
-    return max(0.0, last - record["started_at"])
 
 
 def _start_ray(address: str | None) -> tuple[bool, str | None]:
@@ -266,33 +252,21 @@ def _start_ray(address: str | None) -> tuple[bool, str | None]:
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from btp.config import save_resolved, to_yaml
+    from btp.config import save_resolved
     from btp.tune import run_study
 
     start = time.perf_counter()
     out = Path(args.out).resolve()
     earlier = [out / name for name in STUDIES if (out / name).exists()]
-    if earlier and not args.resume:
+    if earlier:
         raise FileExistsError(
-            f"{earlier[0]} holds an earlier run; pass --resume to finish it, choose another --out or delete "
-            "the grid/ and optuna/ folders"
+            f"{earlier[0]} holds an earlier run; choose another --out or delete the grid/ and optuna/ folders"
         )
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data).resolve() if args.data else make_data(out, args.images, args.seed, start)
     base = Path(args.experiment) if args.experiment else base_experiment()
     configs = study_configs(base, trial_overrides(data, out, args), args)
-    files = {name: out / f"{name}.yaml" for name in STUDIES}
-    for name, cfg in configs.items():
-        if files[name].is_file() and args.resume:
-            if files[name].read_text() != to_yaml(cfg):
-                raise FileExistsError(
-                    f"--resume: {files[name]} differs from what these options run; resume with the options "
-                    "of the interrupted bench"
-                )
-        else:
-            save_resolved(cfg, files[name])
-    state_file = out / STATE
-    state = json.loads(state_file.read_text()) if args.resume and state_file.is_file() else {}
+    files = {name: save_resolved(cfg, out / f"{name}.yaml") for name, cfg in configs.items()}
     size = len(args.bridges) * len(args.lrs)
     _say(
         f"space: bridge {args.bridges} x lr {[f'{lr:g}' for lr in args.lrs]} ({size} settings), "
@@ -323,19 +297,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 start,
             )
             began = time.perf_counter()
-            resume = args.resume and (out / name / "summary.json").is_file()
-            before = _interrupted_wall(out / name, state.get(name)) if resume else 0.0
-            if not state.get(name, {}).get("finished"):
-                state[name] = {"started_at": time.time() - before, "finished": False}
-                state_file.write_text(json.dumps(state, indent=2) + "\n")
-            summary = run_study(files[name], [], resume=resume, address=args.address)
-            if not state[name]["finished"]:
-                # a resumed study: the time it ran before the interruption plus this part
-                wall = before + time.perf_counter() - began
-                state[name] = {"wall_s": round(wall, 1), "finished": True, "resumed": resume}
-                state_file.write_text(json.dumps(state, indent=2) + "\n")
-            report[name] = study_figures(summary, state[name]["wall_s"])
-            report[name]["resumed"] = state[name]["resumed"]
+            summary = run_study(files[name], [], address=args.address)
+            report[name] = study_figures(summary, time.perf_counter() - began)
             _say(
                 f"study {name} done in {report[name]['wall_s']:.0f} s: best {_pct(report[name]['best'])}, "
                 f"{report[name]['steps']} steps",
