@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from btp.config import ConfigError, load_experiment
-from btp.tune import best_trials, check_space, plan_stages, table, trial_config
+from btp.tune import best_trials, check_space, make_sampler, make_scheduler, plan_stages, table, trial_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "synth" / "study.yaml"
@@ -58,6 +58,37 @@ def test_single_stage_study(tmp_path):
     path = _write(tmp_path, doc)
     (stage,) = plan_stages(load_experiment(path), path, [])
     assert stage.name == "search" and stage.num_samples == 4 and stage.base.data.task == "vqa"
+
+
+def test_sampler_and_scheduler_follow_the_tune_section(tmp_path):
+    doc = yaml.safe_load((ROOT / "experiments" / "synth" / "vqa.yaml").read_text())
+    doc["train"].update(max_steps=120, eval_every=30)
+    doc["tune"] = {
+        "metric": "val/vqa_score",
+        "sampler": {"type": "tpe", "seed": 3, "n_startup_trials": 2},
+        "scheduler": {"type": "asha", "reduction_factor": 3},
+        "space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}},
+    }
+    cfg = load_experiment(_write(tmp_path, doc))
+    (stage,) = plan_stages(cfg, tmp_path / "study.yaml", [])
+    sampler = make_sampler(cfg.tune.sampler, stage)
+    assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 2
+
+    def rungs(scheduler) -> list[int]:
+        return sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
+
+    # the first cut waits for the first evaluation; rungs then grow by the reduction factor below max_t
+    asha = make_scheduler(cfg.tune.scheduler, stage, steps=120)
+    assert rungs(asha) == [30, 90] and asha._max_t == 120
+    cfg.tune.scheduler.grace_period = 60
+    assert rungs(make_scheduler(cfg.tune.scheduler, stage, steps=120)) == [60]
+    cfg.tune.scheduler.type = "none"
+    assert type(make_scheduler(cfg.tune.scheduler, stage, steps=120)).__name__ == "FIFOScheduler"
+    cfg.tune.sampler.n_startup_trials = None
+    assert make_sampler(cfg.tune.sampler, stage)._n_startup_trials == 10  # Optuna's default
+    doc["tune"]["sampler"]["n_startup_trials"] = 0
+    with pytest.raises(ConfigError, match="n_startup_trials"):
+        load_experiment(_write(tmp_path, doc, "bad.yaml"))
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,9 @@ class SamplerConfig:
     # grid: every combination of the `choice` values (every searched key must be a choice)
     type: str = _choice("tpe", "tpe", "random", "grid")
     seed: int = 0
+    # TPE: trials sampled at random before TPE models the results (Optuna's default, 10, when unset); the
+    # study's first trials, which cover every choice value, count among them
+    n_startup_trials: int | None = None
 
 
 @dataclass
@@ -153,7 +156,8 @@ class SchedulerConfig:
     """Trial scheduler: ASHA stops weak trials early; `none` runs every trial to the end."""
 
     type: str = _choice("asha", "asha", "none")
-    grace_period: int = 1
+    # steps before ASHA's first cut (default: train.eval_every, the first evaluation a trial reports)
+    grace_period: int | None = None
     reduction_factor: int = 2
     max_t: int | None = None
 
@@ -541,6 +545,7 @@ _AT_LEAST = {
     "tune.max_concurrent": 1,
     "tune.scheduler.grace_period": 1,
     "tune.scheduler.reduction_factor": 2,
+    "tune.sampler.n_startup_trials": 1,
 }
 
 

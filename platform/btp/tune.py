@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from btp.config import ConfigError, ExperimentConfig, ParamSpace, load_experiment, parse_override
+from btp.config import (
+    ConfigError,
+    ExperimentConfig,
+    ParamSpace,
+    SamplerConfig,
+    SchedulerConfig,
+    load_experiment,
+    parse_override,
+)
 from btp.train.build import DataMissingError
 from btp.train.run import absolute_paths
 
@@ -385,11 +393,42 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def make_sampler(config: SamplerConfig, stage: Stage) -> Any:
+    """The stage's Optuna sampler; the grid walks every combination of the choices (and parents)."""
+    import optuna
+
+    if config.type == "grid":
+        grid = {k: list(s.values) for k, s in stage.space.items()}
+        if stage.parents:
+            grid["parent"] = sorted(stage.parents)
+        return optuna.samplers.GridSampler(grid, seed=config.seed)
+    if config.type == "tpe":
+        startup = {} if config.n_startup_trials is None else {"n_startup_trials": config.n_startup_trials}
+        return optuna.samplers.TPESampler(seed=config.seed, **startup)
+    return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def make_scheduler(config: SchedulerConfig, stage: Stage, steps: int) -> Any:
+    """ASHA on the training step (first cut at the first evaluation unless grace_period says), or FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if config.type != "asha":
+        return FIFOScheduler()
+    max_t = config.max_t or steps
+    return ASHAScheduler(
+        time_attr="step",
+        metric=stage.metric,
+        mode=stage.mode,
+        max_t=max_t,
+        grace_period=min(config.grace_period or stage.base.train.eval_every or steps, max_t),
+        reduction_factor=config.reduction_factor,
+    )
+
+
 def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: ExperimentConfig, resume: bool):
     """Run (or, with --resume, finish) one stage's Tune experiment; returns the names of trials that errored."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from btp.train.run import planned_run
@@ -410,15 +449,7 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
         )
     else:
         _, steps = planned_run(stage.base)
-        if t.sampler.type == "grid":
-            grid = {k: list(s.values) for k, s in stage.space.items()}
-            if stage.parents:
-                grid["parent"] = sorted(stage.parents)
-            sampler = optuna.samplers.GridSampler(grid, seed=t.sampler.seed)
-        elif t.sampler.type == "tpe":
-            sampler = optuna.samplers.TPESampler(seed=t.sampler.seed)
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=t.sampler.seed)
+        sampler = make_sampler(t.sampler, stage)
         first = first_points(space, stage.num_samples) if t.sampler.type != "grid" else []
         searcher = OptunaSearch(
             metric=stage.metric,
@@ -428,18 +459,7 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
             study_name=f"{study}.{stage.name}",
             storage=optuna.storages.RDBStorage(storage),
         )
-        if t.scheduler.type == "asha":
-            eval_every = stage.base.train.eval_every or steps
-            scheduler = ASHAScheduler(
-                time_attr="step",
-                metric=stage.metric,
-                mode=stage.mode,
-                max_t=t.scheduler.max_t or steps,
-                grace_period=t.scheduler.grace_period or eval_every,
-                reduction_factor=t.scheduler.reduction_factor,
-            )
-        else:
-            scheduler = FIFOScheduler()
+        scheduler = make_scheduler(t.scheduler, stage, steps)
         tuner = tune.Tuner(
             trainable,
             param_space=space,
