@@ -26,10 +26,12 @@ def test_bench_tune_help():
         "--samples",
         "--data",
         "--seed",
+        "--startup-trials",
     ):
         assert option in out.stdout
     args = build_parser().parse_args(["bench", "tune"])
     assert args.bridges == "add,gated,scaled_add" and args.samples is None and args.out == "runs/bench_tune"
+    assert (args.steps, args.eval_every, args.reduction_factor, args.startup_trials) == (300, 50, 3, None)
 
 
 def test_bench_tune_refuses_a_bad_space(tmp_path, capsys):
@@ -46,7 +48,7 @@ def test_bench_tune_refuses_a_bad_space(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
-    """A 2 x 2 grid (4 trials) against 2 Optuna + ASHA trials of 4 steps each on tiny synthetic data."""
+    """A 2 x 1 grid (2 trials) against 1 Optuna + ASHA trial of 4 steps each on tiny synthetic data."""
     from btp.data.synth import write_synthetic
 
     data = tmp_path / "data"
@@ -55,8 +57,8 @@ def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
     steps = 4
     cmd = [
         sys.executable, "-m", "btp.cli", "bench", "tune", "--out", str(out), "--data", str(data),
-        "--steps", str(steps), "--eval-every", "2", "--bridges", "add,gated", "--lrs", "1e-4,1e-3",
-        "--samples", "2", "--json", str(figures), "train.batch_size=8",
+        "--steps", str(steps), "--eval-every", "2", "--bridges", "add,gated", "--lrs", "1e-3",
+        "--samples", "1", "--json", str(figures), "train.batch_size=8",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -65,15 +67,13 @@ def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
     report = json.loads(figures.read_text())
     for key in ("metric_gap", "steps_ratio", "grid_best", "optuna_best", "grid_steps", "optuna_steps"):
         assert report[key] is not None, key
-    assert report["grid_trials"] == 4 and report["optuna_trials"] == 2
+    assert report["grid_trials"] == 2 and report["optuna_trials"] == 1 and report["n_startup_trials"] == 2
     grid, optuna = report["grid"], report["optuna"]
     # the grid runs every setting once, each to the end
-    assert grid["trials"] == 4 and grid["finished"] == 4
+    assert grid["trials"] == 2 and grid["finished"] == 2
     assert report["grid_steps"] == grid["trials"] * steps
-    assert {(t["bridge"], t["lr"]) for t in grid["per_trial"]} == {
-        (b, lr) for b in ("add", "gated") for lr in (1e-4, 1e-3)
-    }
-    assert optuna["trials"] == 2 and 0 < report["optuna_steps"] <= 2 * steps
+    assert {(t["bridge"], t["lr"]) for t in grid["per_trial"]} == {(b, 1e-3) for b in ("add", "gated")}
+    assert optuna["trials"] == 1 and report["optuna_steps"] == steps  # a lone trial is never cut
     assert report["steps_ratio"] == pytest.approx(report["optuna_steps"] / report["grid_steps"])
     assert report["metric_gap"] == pytest.approx(report["grid_best"] - report["optuna_best"])
     assert report["grid_best"] == max(t["metric"] for t in grid["per_trial"])

@@ -323,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment",
         default=None,
         metavar="FILE",
-        help="base VQA experiment (default: experiments/synth/vqa.yaml)",
+        help="base VQA experiment (default: experiments/synth/vqa_scratch.yaml)",
     )
-    bench_tune.add_argument("--steps", type=int, default=100, help="training steps per trial (default 100)")
+    bench_tune.add_argument("--steps", type=int, default=300, help="training steps per trial (default 300)")
     bench_tune.add_argument(
-        "--eval-every", type=int, default=25, help="steps between evaluations, ASHA's rungs (default 25)"
+        "--eval-every", type=int, default=50, help="steps between evaluations; ASHA's first cut (default 50)"
     )
     bench_tune.add_argument(
         "--bridges",
@@ -343,7 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=None, help="Optuna trials (default: half the grid's, rounded up)"
     )
     bench_tune.add_argument(
-        "--reduction-factor", type=int, default=2, help="ASHA's reduction factor (default 2)"
+        "--reduction-factor", type=int, default=3, help="ASHA's reduction factor (default 3)"
+    )
+    bench_tune.add_argument(
+        "--startup-trials",
+        type=int,
+        default=None,
+        help="Optuna trials before TPE models the results (default: the first trials, which try every bridge "
+        "and every lr once: the longer of the two lists)",
     )
     bench_tune.add_argument(
         "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"

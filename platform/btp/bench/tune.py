@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BASE_EXPERIMENT = Path("experiments") / "synth" / "vqa.yaml"
+BASE_EXPERIMENT = Path("experiments") / "synth" / "vqa_scratch.yaml"
 METRIC = "val/vqa_score"
 GOAL_GAP = 0.01  # one percentage point of the 0-1 VQA score
 GOAL_RATIO = 0.35
@@ -88,6 +88,11 @@ def trial_overrides(data: Path, out: Path, args: argparse.Namespace) -> list[str
     ]
 
 
+def startup_trials(args: argparse.Namespace) -> int:
+    """TPE's random start: --startup-trials, else the first trials that cover every bridge and every lr."""
+    return args.startup_trials or max(len(args.bridges), len(args.lrs))
+
+
 def study_configs(base: Path, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """The grid and the Optuna study over the same space, as experiment configs with a tune: section."""
     import copy
@@ -132,7 +137,8 @@ def study_configs(base: Path, overrides: list[str], args: argparse.Namespace) ->
         metric=METRIC,
         mode="max",
         space=copy.deepcopy(space),
-        sampler=SamplerConfig(type="tpe", seed=args.seed),
+        # TPE models the results once the first trials have covered every bridge and every lr
+        sampler=SamplerConfig(type="tpe", seed=args.seed, n_startup_trials=startup_trials(args)),
         # ASHA judges trials at their evaluations: the first rung is the first evaluation
         scheduler=SchedulerConfig(
             type="asha",
@@ -283,6 +289,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "grid_trials": size,
         "optuna_trials": configs["optuna"].tune.num_samples,
         "reduction_factor": args.reduction_factor,
+        "n_startup_trials": startup_trials(args),
         "seed": args.seed,
         "data": str(data),
         "studies": {name: str(out / name) for name in STUDIES},
@@ -350,12 +357,15 @@ def run_tune_bench(args: argparse.Namespace) -> int:
         "--steps and --eval-every must be positive" if min(args.steps, args.eval_every) < 1 else "",
         "--eval-every must not exceed --steps" if args.eval_every > args.steps else "",
         "--samples must be positive" if args.samples is not None and args.samples < 1 else "",
+        "--startup-trials must be positive"
+        if args.startup_trials is not None and args.startup_trials < 1
+        else "",
         "--reduction-factor must be at least 2" if args.reduction_factor < 2 else "",
     ]
     for text in args.overrides:
         key = text.partition("=")[0].strip()
         if key in OWN_KEYS or key.split(".")[0] == "tune":
-            option = OWN_KEYS.get(key, "--samples, --reduction-factor")
+            option = OWN_KEYS.get(key, "--samples, --reduction-factor, --startup-trials")
             problems.append(f"{text}: the bench sets {key} itself; use {option}")
     if any(problems):
         print(f"btp bench tune: {next(p for p in problems if p)}", file=sys.stderr)
