@@ -58,7 +58,7 @@ def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
     cmd = [
         sys.executable, "-m", "btp.cli", "bench", "tune", "--out", str(out), "--data", str(data),
         "--steps", str(steps), "--eval-every", "2", "--bridges", "add,gated", "--lrs", "1e-3",
-        "--samples", "1", "--json", str(figures), "train.batch_size=8",
+        "--samples", "1", "--json", str(figures), "train.batch_size=8", "train.num_workers=1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)

@@ -26,7 +26,14 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
     study = tmp_path / "quickstart.yaml"
     study.write_text(yaml.safe_dump(doc))
     out = tmp_path / "qs"
-    shrink = ["train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=2", "train.batch_size=16"]
+    # one worker per trial: sharding over workers is tested with btp train; here the whole chain is the point
+    shrink = [
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.checkpoint_every=2",
+        "train.batch_size=16",
+        "train.num_workers=1",
+    ]
     code = main(["quickstart", "--out", str(out), "--images", "300", "--study", str(study), *shrink])
     assert code == 0
     assert not ray.is_initialized()  # the embedded Ray is shut down
