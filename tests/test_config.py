@@ -359,3 +359,14 @@ def test_dates_stay_strings_and_yaml_bools_are_not_names(tmp_path):
 def test_override_value_that_is_not_yaml_stays_a_string(tmp_path):
     cfg = load_experiment(write(tmp_path, MINIMAL), ["data.root=*weird", "data.train=['*.arrow']"])
     assert cfg.data.root == "*weird" and cfg.data.train == ["*.arrow"]
+
+
+def test_an_earlier_run_is_never_mixed_with_a_new_one(tmp_path):
+    from btp.config import check_earlier
+
+    check_earlier(tmp_path, earlier=False, resume=False)
+    check_earlier(tmp_path, earlier=True, resume=True)
+    with pytest.raises(ConfigError, match="holds an earlier run; pass --resume to continue"):
+        check_earlier(tmp_path, earlier=True, resume=False)
+    with pytest.raises(ConfigError, match="holds no study to finish"):
+        check_earlier(tmp_path, earlier=False, resume=True, what="study")

@@ -30,6 +30,18 @@ class ConfigError(ValueError):
     """An experiment file or override that does not fit the schema; the message names the file and the key."""
 
 
+def check_earlier(folder: Path, earlier: bool, resume: bool, what: str = "run") -> None:
+    """Refuse to mix a new run (or study) into `folder` when it holds an earlier one, and --resume without one."""
+    verb = "continue" if what == "run" else "finish"
+    if earlier and not resume:
+        raise ConfigError(
+            f"train.name: {folder} holds an earlier {what}; pass --resume to {verb} it, "
+            "or choose another train.name (or delete that folder)"
+        )
+    if resume and not earlier:
+        raise ConfigError(f"--resume: {folder} holds no {what} to {verb}")
+
+
 def _choice(default: Any, *options: str) -> Any:
     """A string field restricted to `options` (checked by the loader, not by OmegaConf)."""
     return field(default=default, metadata={"choices": options})

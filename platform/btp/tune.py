@@ -31,6 +31,7 @@ from btp.config import (
     ParamSpace,
     SamplerConfig,
     SchedulerConfig,
+    check_earlier,
     load_experiment,
     parse_override,
 )
@@ -492,13 +493,7 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     name = cfg.train.name
     root = study_dir(cfg)
     earlier = (root / SUMMARY).is_file()
-    if earlier and not resume:
-        raise ConfigError(
-            f"train.name: {root} holds an earlier study; pass --resume to finish it, or choose another "
-            "train.name (or delete that folder)"
-        )
-    if resume and not earlier:
-        raise ConfigError(f"--resume: {root} holds no study to finish")
+    check_earlier(root, earlier, resume, "study")
     root.mkdir(parents=True, exist_ok=True)
     storage = cfg.tune.storage or f"sqlite:///{root / 'optuna.db'}"
     for stage in stages:  # trials run in Ray workers, in another working directory

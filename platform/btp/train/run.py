@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from btp.config import ConfigError, ExperimentConfig, load_experiment, save_resolved
+from btp.config import ConfigError, ExperimentConfig, check_earlier, load_experiment, save_resolved
 from btp.train.build import DataMissingError, count_samples, data_spec, model_config, shard_paths
 from btp.train.optim import planned_steps
 
@@ -43,14 +43,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     _check(cfg)
     cfg = absolute_paths(cfg)
     out = run_dir(cfg)
-    earlier = (out / "config.yaml").is_file()
-    if earlier and not resume:
-        raise ConfigError(
-            f"train.name: {out} holds an earlier run; pass --resume to continue it, "
-            "or choose another train.name (or delete that folder)"
-        )
-    if resume and not earlier:
-        raise ConfigError(f"--resume: {out} holds no run to continue")
+    check_earlier(out, (out / "config.yaml").is_file(), resume)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out / "config.yaml")
     samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
