@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
     synth = data_sub.add_parser(
         "synth",
-        help="write the grounded synthetic dataset (captions, VQA, NLVR2, SNLI-VE, retrieval) and its tokenizer",
+        help="write the grounded synthetic dataset (captions, VQA, NLVR2, SNLI-VE, retrieval, image and text "
+        "classification) and its tokenizer",
         description="Renders pictures of a few shapes and writes texts that are true (or, for negatives, false) of "
         "them, in the official ViLT-style Arrow shard layout, plus a tokenizer trained on the text. "
         "Same seed -> byte-identical files.",
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out_dir", metavar="OUT_DIR", help="output directory (e.g. data/synth)")
     synth.add_argument(
         "--images", type=int, default=2000, help="pictures in total, shared among the datasets (default 2000)"
+    )
+    synth.add_argument(
+        "--classification",
+        type=int,
+        default=None,
+        help="examples in each classification set, on top of --images: one-object pictures (shapes_*) and "
+        "sentiment sentences (sentiment_*) (default: --images, at most 2000)",
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--image-size", type=int, default=64, help="picture size in pixels (default 64)")
@@ -158,7 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="shard files or directories")
     validate.add_argument(
         "--task",
-        choices=["pretrain", "irtr", "vqa", "nlvr2", "snli_ve"],
+        choices=[
+            "pretrain",
+            "irtr",
+            "vqa",
+            "nlvr2",
+            "snli_ve",
+            "image_classification",
+            "text_classification",
+        ],
         default=None,
         help="task of the rows (default: from the official file names)",
     )
