@@ -132,15 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_synth)
     convert = data_sub.add_parser(
         "convert",
-        help="build shards from the raw public datasets (COCO/F30K Karpathy, VQAv2, NLVR2, SNLI-VE)",
+        help="build shards from the raw public datasets (COCO/F30K Karpathy, VQAv2, NLVR2, SNLI-VE, "
+        "CIFAR-10/100 binary, GLUE)",
         description="Reads a raw public dataset layout (json + image folders) and writes official-style Arrow "
         "shards with the original image bytes.",
     )
     convert.add_argument(
         "task",
-        choices=["coco", "f30k", "vqav2", "nlvr2", "snli_ve"],
+        choices=["coco", "f30k", "vqav2", "nlvr2", "snli_ve", "cifar10", "cifar100", "glue"],
         metavar="TASK",
-        help="coco, f30k, vqav2, nlvr2 or snli_ve",
+        help="coco, f30k, vqav2, nlvr2, snli_ve, cifar10, cifar100 (the binary version) or glue (TSV)",
     )
     convert.add_argument("--raw", required=True, help="directory holding the raw dataset")
     convert.add_argument("--out", required=True, help="directory for the shards")
@@ -155,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=9,
         help="VQAv2: answers kept in the vocabulary need this many questions (default 9: 3129 answers)",
+    )
+    convert.add_argument(
+        "--glue-tasks",
+        default=None,
+        help="GLUE: comma-separated tasks to convert, e.g. sst2,mnli (default: every task folder found; "
+        "known: cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli; STS-B is regression and not supported)",
     )
     convert.set_defaults(func=_convert)
     validate = data_sub.add_parser(
