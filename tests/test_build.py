@@ -120,6 +120,9 @@ def test_classification_classes_come_from_the_labels_file_beside_the_shards(tmp_
     cfg.data.labels = str(tmp_path / "mine.json")
     with pytest.raises(DataMissingError, match=r"data.labels: .*mine.json not found"):
         num_labels(cfg)
+    (tmp_path / "mine.json").write_text('["yes", "no"')
+    with pytest.raises(ConfigError, match=r"mine.json is not valid JSON"):
+        num_labels(cfg)
     (tmp_path / "mine.json").write_text('["yes", "no"]')
     assert num_labels(cfg) == 2
     # a classifier of ours fine-tunes again with the data's classes

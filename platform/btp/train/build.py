@@ -66,8 +66,11 @@ def vqa_num_labels(cfg: ExperimentConfig) -> int | None:
 
 
 def labels_file(cfg: ExperimentConfig) -> Path | None:
-    """The class names of a classification experiment: `data.labels`, else `{dataset}_labels.json` beside the
-    training shards (`cifar10_labels.json`, `glue_sst2_labels.json`), as `btp data convert` and `synth` write."""
+    """The class-name file of a classification experiment: `data.labels`, else `{dataset}_labels.json`.
+
+    The default lies beside the training shards (`cifar10_labels.json`, `glue_sst2_labels.json`), where
+    `btp data convert` and `btp data synth` write it.
+    """
     if cfg.data.labels:
         return Path(cfg.data.labels)
     first = shard_paths(cfg, "train")[0]
@@ -82,7 +85,12 @@ def num_labels(cfg: ExperimentConfig) -> int | None:
     configured = cfg.model.config.get("num_labels")
     path = labels_file(cfg)
     if path is not None and path.is_file():
-        names = json.loads(path.read_text())
+        try:
+            names = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"data.labels: {path} is not valid JSON ({err}); it should list the class names"
+            ) from None
         if not isinstance(names, list) or not names:
             raise ConfigError(f"data.labels: {path} should hold a JSON list of class names")
         if configured is not None and configured != len(names):
