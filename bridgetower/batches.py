@@ -14,15 +14,20 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("pretrain", "irtr", "vqa", "nlvr2", "snli_ve")
-# the columns each task reads from the official files (reference §5)
+TASKS = ("pretrain", "irtr", "vqa", "nlvr2", "snli_ve", "image_classification", "text_classification")
+# the columns each task reads from the official files (reference §5); the uni-modal classification tasks read
+# one row per sample: an image (CIFAR) or a sentence (GLUE), and an integer class
 COLUMNS = {
     "pretrain": ["image", "caption", "image_id"],
     "irtr": ["image", "caption", "image_id"],
     "vqa": ["image", "questions", "answer_labels", "answer_scores", "question_id", "image_id"],
     "nlvr2": ["image_0", "image_1", "questions", "answers", "identifier"],
     "snli_ve": ["image", "sentences", "labels", "image_id"],
+    "image_classification": ["image", "label"],
+    "text_classification": ["sentence", "label"],
 }
+# columns read when a file has them: the second sentence of the GLUE pair tasks (MNLI, RTE, MRPC, ...)
+OPTIONAL_COLUMNS = {"text_classification": ["sentence2"]}
 
 
 class BadRow(ValueError):
@@ -62,8 +67,29 @@ def _text(value: Any, column: str) -> str:
     return value
 
 
-def expand_row(task: str, row: dict[str, Any], vqa_num_labels: int | None = None) -> Iterator[dict[str, Any]]:
-    """One sample per (image, caption), question, statement or hypothesis, as the official datasets do."""
+def _class_label(row: dict[str, Any], num_labels: int | None) -> int:
+    label = _need(row, "label")
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise BadRow(f"column 'label' must be an integer class, found {type(label).__name__}: {label!r}")
+    if label < 0 or (num_labels is not None and label >= num_labels):
+        classes = f"0..{num_labels - 1}" if num_labels is not None else "0 or more"
+        raise BadRow(f"label {label} is outside the classes {classes} (num_labels {num_labels})")
+    return label
+
+
+def _content_key(value: Any) -> str:
+    """A key from the content itself, for rows without an id column (the same in every process)."""
+    data = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else str(value).encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data)}"
+
+
+def expand_row(
+    task: str, row: dict[str, Any], vqa_num_labels: int | None = None, num_labels: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """One sample per (image, caption), question, statement or hypothesis, as the official datasets do.
+
+    Classification rows are one sample each; `num_labels`, when given, bounds their `label`.
+    """
     if task in ("pretrain", "irtr"):
         image_id = str(_need(row, "image_id"))
         for i, caption in enumerate(_need(row, "caption")):
@@ -113,15 +139,32 @@ def expand_row(task: str, row: dict[str, Any], vqa_num_labels: int | None = None
                 "key": f"{row.get('image_id')}/{i}",
                 "label": int(label),
             }
+    elif task == "image_classification":
+        image = _need(row, "image")
+        label = _class_label(row, num_labels)
+        yield {"image": image, "key": _content_key(image), "label": label}
+    elif task == "text_classification":
+        sample = {"text": _text(_need(row, "sentence"), "sentence"), "label": _class_label(row, num_labels)}
+        if row.get("sentence2") is not None:
+            sample["text2"] = _text(row["sentence2"], "sentence2")
+        sample["key"] = _content_key("\x1f".join([sample["text"], sample.get("text2", "")]))
+        yield sample
     else:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
 # ---- text -------------------------------------------------------------------------------------------------------
-def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> dict[str, np.ndarray]:
-    """Pad to `max_len` and truncate, as the official collator does."""
+def tokenize(
+    tokenizer: Any, texts: list[str], max_len: int, pairs: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Pad to `max_len` and truncate, as the official collator does; `pairs` are second sentences (GLUE)."""
     enc = tokenizer(
-        texts, padding="max_length", truncation=True, max_length=max_len, return_special_tokens_mask=True
+        texts,
+        pairs,
+        padding="max_length",
+        truncation=True,
+        max_length=max_len,
+        return_special_tokens_mask=True,
     )
     return {
         k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "special_tokens_mask")
@@ -181,14 +224,20 @@ def collate(
     epoch: int = 0,
     vqa_num_labels: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays for the task models: pixel_values, input_ids, attention_mask and the task's labels."""
+    """Fixed-shape arrays for the task models: pixel_values, input_ids, attention_mask and the task's labels.
+
+    Uni-modal tasks get only their modality: pixel_values (image classification) or the text arrays.
+    """
     rngs = [sample_rng(seed, epoch, s["key"]) for s in samples]
+    # a stable id per sample: lets a trainer check coverage, de-duplicate, or find a sample again
+    ids = np.asarray([stable_id(s["key"]) for s in samples], dtype=np.int64)
+    if task in ("image_classification", "text_classification"):
+        return _classification_batch(task, samples, rngs, ids, image_fn, tokenizer, max_text_len)
     text = tokenize(tokenizer, [s["text"] for s in samples], max_text_len)
     batch: dict[str, np.ndarray] = {
         "input_ids": text["input_ids"],
         "attention_mask": text["attention_mask"],
-        # a stable id per sample: lets a trainer check coverage, de-duplicate, or find a sample again
-        "sample_id": np.asarray([stable_id(s["key"]) for s in samples], dtype=np.int64),
+        "sample_id": ids,
     }
     if task == "nlvr2":
         batch["pixel_values"] = np.stack(
@@ -211,4 +260,26 @@ def collate(
         batch["question_id"] = np.asarray([s["question_id"] for s in samples], dtype=np.int64)
     else:
         batch["labels"] = np.asarray([s["label"] for s in samples], dtype=np.int64)
+    return batch
+
+
+def _classification_batch(
+    task: str,
+    samples: list[dict[str, Any]],
+    rngs: list[random.Random],
+    ids: np.ndarray,
+    image_fn: ImageFn,
+    tokenizer: Any,
+    max_text_len: int,
+) -> dict[str, np.ndarray]:
+    batch = {"labels": np.asarray([s["label"] for s in samples], dtype=np.int64), "sample_id": ids}
+    if task == "image_classification":
+        batch["pixel_values"] = np.stack([image_fn(s["image"], r) for s, r in zip(samples, rngs)])
+        return batch
+    paired = ["text2" in s for s in samples]
+    if any(paired) and not all(paired):
+        raise BadRow("some rows have a sentence2 and others do not; a dataset is either single or pair")
+    pairs = [s["text2"] for s in samples] if all(paired) else None
+    text = tokenize(tokenizer, [s["text"] for s in samples], max_text_len, pairs)
+    batch.update(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
     return batch

@@ -33,7 +33,7 @@ def _used_levels(config: BridgeTowerConfig, levels: list[int]) -> list[int]:
     return levels if BRIDGES[config.bridge] is not None else levels[-1:]
 
 
-def _vision_tower(config: BridgeTowerConfig, n: int) -> int:
+def _vision_tower(config: BridgeTowerConfig, n: int, depth: int | None = None) -> int:
     v = config.vision
     d, p = v.hidden_size, v.patch_size
     patches = _linear(n - 1, v.num_channels * p * p, d)
@@ -44,15 +44,15 @@ def _vision_tower(config: BridgeTowerConfig, n: int) -> int:
         + _linear(n, d, 4 * d)  # c_fc
         + _linear(n, 4 * d, d)  # c_proj
     )
-    return patches + (config.vision_levels[-1] + 1) * block
+    return patches + (depth or config.vision_levels[-1] + 1) * block
 
 
-def _text_tower(config: BridgeTowerConfig, t: int) -> int:
+def _text_tower(config: BridgeTowerConfig, t: int, depth: int | None = None) -> int:
     c = config.text
     h = c.hidden_size
     layer = 4 * _linear(t, h, h) + _attention_core(t, t, h) + _linear(t, h, c.intermediate_size)
     layer += _linear(t, c.intermediate_size, h)
-    return (config.text_levels[-1] + 1) * layer
+    return (depth or config.text_levels[-1] + 1) * layer
 
 
 def _text_projection(config: BridgeTowerConfig, t: int) -> int:
@@ -153,9 +153,31 @@ def two_pass_pretraining_flops(
     return 2 * forward_flops(config, text_len, image_size) + _pretraining_heads(config, text_len)
 
 
+def classification_flops(
+    config: BridgeTowerConfig, task: str, text_len: int, image_size: int | None = None
+) -> int:
+    """Forward FLOPs per sample of the uni-modal classifiers: their whole tower, then the head."""
+    labels = config.num_labels or 0
+    if task == "image_classification":
+        n = _image_tokens(config, image_size)
+        head = _linear(1, config.vision.hidden_size, labels)
+        return _vision_tower(config, n, config.vision.num_layers) + head
+    if task == "text_classification":
+        h = config.text.hidden_size
+        head = _linear(1, h, h) + _linear(1, h, labels)  # RoBERTa's dense + out_proj on token 0
+        return _text_tower(config, text_len, config.text.num_layers) + head
+    raise ValueError(f"not a classification task: {task!r}")
+
+
 def train_flops(forward: int) -> int:
     """Forward + backward: the backward pass costs about twice the forward (grads w.r.t. inputs and weights)."""
     return 3 * forward
 
 
-__all__ = ["forward_flops", "pretraining_step_flops", "two_pass_pretraining_flops", "train_flops"]
+__all__ = [
+    "classification_flops",
+    "forward_flops",
+    "pretraining_step_flops",
+    "two_pass_pretraining_flops",
+    "train_flops",
+]

@@ -123,3 +123,75 @@ def test_batches_feed_the_task_models(synth, task):
     else:
         out = model(t["input_ids"], t["attention_mask"], t["pixel_values"], labels=t["labels"])
     assert torch.isfinite(out.loss)
+
+
+# ---- uni-modal classification: one sample per row ----------------------------------------------------------
+def cls_rows(synth, prefix: str, n: int = 4) -> list[dict]:
+    path = sorted(synth.glob(f"{prefix}_train_*.arrow"))[0]
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all().slice(0, n).to_pylist()
+
+
+def test_classification_batches_hold_only_their_modality_and_feed_the_models(synth):
+    tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
+    images = [
+        s for r in cls_rows(synth, "shapes") for s in B.expand_row("image_classification", r, num_labels=12)
+    ]
+    batch = B.collate("image_classification", images, eval_image, None, 24)
+    assert set(batch) == {"pixel_values", "labels", "sample_id"} and batch["pixel_values"].shape == (
+        4,
+        3,
+        64,
+        64,
+    )
+    texts = [
+        s for r in cls_rows(synth, "sentiment") for s in B.expand_row("text_classification", r, num_labels=2)
+    ]
+    text = B.collate("text_classification", texts, eval_image, tokenizer, 24)
+    assert set(text) == {"input_ids", "attention_mask", "labels", "sample_id"} and text[
+        "input_ids"
+    ].shape == (4, 24)
+    assert batch["labels"].tolist() == [r["label"] for r in cls_rows(synth, "shapes")]
+    for task, b, classes in (("image_classification", batch, 12), ("text_classification", text, 2)):
+        model = TASK_MODELS[task](BridgeTowerConfig.preset("tiny", num_labels=classes))
+        t = {k: torch.from_numpy(v) for k, v in b.items()}
+        inputs = (
+            (t["pixel_values"],) if task == "image_classification" else (t["input_ids"], t["attention_mask"])
+        )
+        out = model(*inputs, labels=t["labels"])
+        assert out.logits.shape == (4, classes) and torch.isfinite(out.loss)
+
+
+def test_sentence_pairs_are_tokenized_as_roberta_pairs(synth):
+    tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
+    row = {"sentence": "the film was good", "sentence2": "the food was bad", "label": 1}
+    samples = list(B.expand_row("text_classification", row, num_labels=2))
+    ids = B.collate("text_classification", samples, eval_image, tokenizer, 24)["input_ids"][0].tolist()
+    eos = tokenizer.eos_token_id
+    assert ids[0] == tokenizer.bos_token_id and ids.count(eos) == 3  # <s> A </s></s> B </s>
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the film was goodthe food was bad"
+    single = {"sentence": "the film was good", "label": 1}
+    with pytest.raises(B.BadRow, match="some rows have a sentence2 and others do not"):
+        B.collate(
+            "text_classification",
+            samples + list(B.expand_row("text_classification", single)),
+            None,
+            tokenizer,
+            24,
+        )
+
+
+@pytest.mark.parametrize(
+    "task, row, message",
+    [
+        ("image_classification", {"image": b"x", "label": 12}, r"label 12 is outside the classes 0\.\.11"),
+        ("image_classification", {"image": b"x", "label": -1}, r"label -1 is outside the classes"),
+        ("image_classification", {"image": b"x"}, "missing column 'label'"),
+        ("image_classification", {"image": b"x", "label": "cat"}, "must be an integer class, found str"),
+        ("image_classification", {"label": 1}, "missing column 'image'"),
+        ("text_classification", {"sentence": " ", "label": 0}, "empty or non-text 'sentence'"),
+        ("text_classification", {"sentence": "fine", "sentence2": "", "label": 0}, "non-text 'sentence2'"),
+    ],
+)
+def test_bad_classification_rows_say_what_is_wrong(task, row, message):
+    with pytest.raises(B.BadRow, match=message):
+        list(B.expand_row(task, row, num_labels=12))

@@ -75,3 +75,62 @@ def test_from_clip_and_roberta_towers(tmp_path):
     assert torch.equal(_words(model), roberta.embeddings.word_embeddings.weight)
     ours = model.bridgetower.vision_model.visual.transformer.resblocks[0].mlp.c_fc.weight
     assert torch.equal(ours, clip.state_dict()["encoder.layers.0.mlp.fc1.weight"])
+
+
+# ---- classification: num_labels from the data (or the config) ----------------------------------------------
+def _cls_cfg(root, task: str = "image_classification", **data) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.data.root, cfg.data.task, cfg.data.train = str(root), task, ["cifar10_train_*.arrow"]
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    return cfg
+
+
+def _shard(path, rows: int = 3) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"image": [b"png"] * rows, "label": list(range(rows))})
+    with pa.ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_classification_classes_come_from_the_labels_file_beside_the_shards(tmp_path):
+    import json
+
+    import pytest
+
+    from bridgetower import BridgeTowerForImageClassification
+    from btp.config import ConfigError
+    from btp.train.build import DataMissingError, count_samples, num_labels, shard_paths
+
+    _shard(tmp_path / "cifar10_train_0.arrow")
+    _shard(tmp_path / "cifar10_train_1.arrow", rows=2)
+    cfg = _cls_cfg(tmp_path)
+    with pytest.raises(DataMissingError, match=r"needs its number of classes: no cifar10_labels.json beside"):
+        num_labels(cfg)
+    cfg.model.config = {"num_labels": 7}
+    assert num_labels(cfg) == 7  # no labels file: the config says it
+    (tmp_path / "cifar10_labels.json").write_text(json.dumps([f"c{i}" for i in range(10)]))
+    with pytest.raises(ConfigError, match=r"model.config.num_labels: 7, but .*cifar10_labels.json names 10"):
+        num_labels(cfg)
+    cfg.model.config = {}
+    model = build_model(cfg)
+    assert isinstance(model, BridgeTowerForImageClassification) and model.classifier.out_features == 10
+    assert count_samples("image_classification", shard_paths(cfg, "train")) == 5  # one sample per row
+    cfg.data.labels = str(tmp_path / "mine.json")
+    with pytest.raises(DataMissingError, match=r"data.labels: .*mine.json not found"):
+        num_labels(cfg)
+    (tmp_path / "mine.json").write_text('["yes", "no"')
+    with pytest.raises(ConfigError, match=r"mine.json is not valid JSON"):
+        num_labels(cfg)
+    (tmp_path / "mine.json").write_text('["yes", "no"]')
+    assert num_labels(cfg) == 2
+    # a classifier of ours fine-tunes again with the data's classes
+    model.save_pretrained(tmp_path / "runs" / "cls" / "model")
+    cfg.data.labels, cfg.model.init_from = None, str(tmp_path / "runs" / "cls")
+    again = build_model(cfg)
+    assert torch.equal(again.classifier.weight, model.classifier.weight)
+    text = _cls_cfg(tmp_path, "text_classification", train=["glue_rte_train_*.arrow"])
+    _shard(tmp_path / "glue_rte_train_0.arrow")
+    (tmp_path / "glue_rte_labels.json").write_text('["entailment", "not_entailment"]')
+    assert num_labels(text) == 2 and build_model(text).classifier.out_proj.out_features == 2

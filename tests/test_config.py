@@ -52,9 +52,13 @@ def error(path: Path, overrides: list[str] = ()) -> str:
 
 def test_experiment_files_exist():
     names = {str(p.relative_to(EXPERIMENTS)) for p in FILES}
-    synth = {f"synth/{t}.yaml" for t in ("pretrain", "vqa", "nlvr2", "snli_ve", "irtr")}
+    synth = {
+        f"synth/{t}.yaml" for t in ("pretrain", "vqa", "nlvr2", "snli_ve", "irtr", "image_cls", "text_cls")
+    }
     base = {
-        f"{t}_base.yaml" for t in ("pretrain", "vqa", "nlvr2", "snli_ve", "f30k_itm", "f30k_itc", "coco_itc")
+        f"{t}_base.yaml"
+        for t in ("pretrain", "vqa", "nlvr2", "snli_ve", "f30k_itm", "f30k_itc", "coco_itc")
+        + ("cifar10", "cifar100", "glue", "glue_mnli")
     }
     assert synth | base <= names
 
@@ -86,9 +90,28 @@ def test_synth_files_read_the_synth_data():
 def test_paper_recipe_effective_batches():
     expected = {"pretrain_base": 4096, "vqa_base": 512, "nlvr2_base": 64, "snli_ve_base": 64}
     expected |= {"f30k_itm_base": 2048, "f30k_itc_base": 512, "coco_itc_base": 256}
+    expected |= {"cifar10_base": 512, "cifar100_base": 512, "glue_base": 32, "glue_mnli_base": 32}
     for name, batch in expected.items():
         t = load_experiment(EXPERIMENTS / f"{name}.yaml").train
         assert t.num_workers * t.batch_size * t.grad_accum == batch, name
+
+
+def test_classification_recipes():
+    """Reference §4: CIFAR at 224 px with the clip transform, GLUE with RoBERTa's optimiser settings."""
+    for name in ("cifar10_base", "cifar100_base"):
+        cfg = load_experiment(EXPERIMENTS / f"{name}.yaml")
+        assert cfg.data.task == "image_classification" and cfg.model.config["vision"]["image_size"] == 224
+        assert cfg.data.transform == cfg.data.eval_transform == "clip"
+        assert (cfg.train.warmup, cfg.train.weight_decay, cfg.train.lr_mult_head) == (0.06, 0.01, 1)
+    for name in ("glue_base", "glue_mnli_base"):
+        cfg = load_experiment(EXPERIMENTS / f"{name}.yaml")
+        assert cfg.data.task == "text_classification" and cfg.data.max_text_len == 512
+        assert (cfg.train.epochs, cfg.train.warmup, cfg.train.weight_decay, cfg.train.eps) == (
+            10,
+            0.06,
+            0.1,
+            1e-6,
+        )
 
 
 def test_defaults_and_float_strings(tmp_path):

@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -394,7 +395,7 @@ def test_main_convert(tmp_path, capsys):
 
 
 def test_every_task_has_a_converter():
-    assert set(CONVERTERS) == {"coco", "f30k", "vqav2", "nlvr2", "snli_ve"}
+    assert set(CONVERTERS) == {"coco", "f30k", "vqav2", "nlvr2", "snli_ve", "cifar10", "cifar100", "glue"}
 
 
 @pytest.mark.parametrize(
@@ -424,3 +425,238 @@ def test_rows_expand_into_training_samples(tmp_path, task, make, kind, samples):
         for column in ("image", "image_0", "image_1"):
             if column in sample:
                 decode_image(sample[column])
+
+
+# ---- CIFAR-10/100 (binary version) -------------------------------------------------------------------------
+def cifar_records(n: int, seed: int, labels: list[tuple[int, ...]]) -> tuple[bytes, list[np.ndarray]]:
+    """n records of (label bytes..., 3072 pixel bytes) and each picture as [32, 32, 3]."""
+    rng = np.random.default_rng(seed)
+    data, pictures = b"", []
+    for i in range(n):
+        planes = rng.integers(0, 256, size=(3, 32, 32), dtype=np.uint8)
+        data += bytes(labels[i % len(labels)]) + planes.tobytes()
+        pictures.append(planes.transpose(1, 2, 0))
+    return data, pictures
+
+
+def make_cifar10(raw: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
+    folder = raw / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta.txt").write_text("\n".join(names) + "\n\n")
+    expected: dict[str, list] = {"train": [], "test": []}
+    files = [(f"data_batch_{i}.bin", "train") for i in range(1, 6)] + [("test_batch.bin", "test")]
+    for k, (name, split) in enumerate(files):
+        labels = [(k,), (9 - k,)]
+        data, pictures = cifar_records(2, k, labels)
+        (folder / name).write_bytes(data)
+        expected[split] += [(lab[0], pic) for lab, pic in zip(labels, pictures)]
+    return expected
+
+
+def decoded(data: bytes) -> np.ndarray:
+    from bridgetower.transforms import decode_image
+
+    return np.asarray(decode_image(data).convert("RGB"))
+
+
+def test_cifar10_binary_round_trip(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    expected = make_cifar10(raw)
+    summary = convert("cifar10", raw, out, rows_per_shard=4, log=quiet)
+    assert summary["rows"] == {"train": 10, "test": 2}
+    names = json.loads((out / "cifar10_labels.json").read_text())
+    assert len(names) == 10 and names[3] == "cat"
+    for split in ("train", "test"):
+        files, table = read_split(out, f"cifar10_{split}")
+        assert [f.name for f in files][0] == f"cifar10_{split}_0.arrow"
+        assert table.schema.names == ["image", "label", "label_name"]
+        for row, (label, picture) in zip(table.to_pylist(), expected[split], strict=True):
+            assert row["label"] == label and row["label_name"] == names[label]
+            assert np.array_equal(decoded(row["image"]), picture)  # PNG: the exact pixels, in file order
+    # the unpacked folder itself works as --raw too
+    again = convert("cifar10", raw / "cifar-10-batches-bin", tmp_path / "again", log=quiet)
+    assert again["rows"] == summary["rows"]
+
+
+def test_cifar100_uses_the_fine_labels(tmp_path):
+    folder = tmp_path / "raw" / "cifar-100-binary"
+    folder.mkdir(parents=True)
+    (folder / "fine_label_names.txt").write_text("".join(f"fine{i}\n" for i in range(100)))
+    (folder / "coarse_label_names.txt").write_text("".join(f"coarse{i}\n" for i in range(20)))
+    train, pictures = cifar_records(3, 0, [(1, 57), (19, 99), (0, 0)])
+    (folder / "train.bin").write_bytes(train)
+    (folder / "test.bin").write_bytes(cifar_records(1, 1, [(4, 42)])[0])
+    out = tmp_path / "out"
+    convert("cifar100", tmp_path / "raw", out, log=quiet)
+    _, table = read_split(out, "cifar100_train")
+    assert table.column("label").to_pylist() == [57, 99, 0]
+    assert table.column("label_name").to_pylist() == ["fine57", "fine99", "fine0"]
+    assert np.array_equal(decoded(table.column("image")[1].as_py()), pictures[1])
+    assert len(json.loads((out / "cifar100_labels.json").read_text())) == 100
+
+
+class _Trap:
+    """A pickle that would leave a file behind if anything unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled!"))
+
+
+def test_cifar_reads_only_the_binary_version_and_never_unpickles(tmp_path):
+    import pickle
+
+    marker = tmp_path / "executed"
+    python_version = tmp_path / "raw" / "cifar-10-batches-py"
+    python_version.mkdir(parents=True)
+    (python_version / "data_batch_1").write_bytes(pickle.dumps(_Trap(marker)))
+    (python_version / "batches.meta").write_bytes(pickle.dumps(_Trap(marker)))
+    with pytest.raises(ConvertError, match=r"batches.meta.txt not found: .*binary version.*never read"):
+        convert("cifar10", python_version, tmp_path / "out", log=quiet)
+    # a pickle renamed to look binary is read as bytes: a clear error, and still nothing executed
+    binary = tmp_path / "raw" / "cifar-10-batches-bin"
+    make_cifar10(tmp_path / "raw")
+    (binary / "data_batch_2.bin").write_bytes(pickle.dumps(_Trap(marker)))
+    with pytest.raises(ConvertError, match=r"data_batch_2.bin: \d+ bytes is not a whole number of 3073-byte"):
+        convert("cifar10", binary, tmp_path / "out", log=quiet)
+    assert not marker.exists()
+
+
+def test_cifar_bad_label_and_missing_batch_are_named(tmp_path):
+    make_cifar10(tmp_path / "raw")
+    folder = tmp_path / "raw" / "cifar-10-batches-bin"
+    good = (folder / "data_batch_3.bin").read_bytes()
+    data = bytearray(good)
+    data[3073] = 10  # the second record's label
+    (folder / "data_batch_3.bin").write_bytes(bytes(data))
+    with pytest.raises(ConvertError, match=r"data_batch_3.bin record 1: label 10 is outside the 10 classes"):
+        convert("cifar10", tmp_path / "raw", tmp_path / "out", log=quiet)
+    (folder / "data_batch_3.bin").write_bytes(good)
+    (folder / "data_batch_5.bin").unlink()
+    with pytest.raises(ConvertError, match=r"data_batch_5.bin not found"):
+        convert("cifar10", tmp_path / "raw", tmp_path / "out", log=quiet)
+
+
+# ---- GLUE (TSV) --------------------------------------------------------------------------------------------
+def write_tsv(path: Path, rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+
+
+MNLI_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+               "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]  # fmt: skip
+
+
+def make_glue(raw: Path) -> None:
+    write_tsv(
+        raw / "SST-2" / "train.tsv", [["sentence", "label"], ["a gripping film ", "1"], ['a "dull" one', "0"]]
+    )
+    write_tsv(raw / "SST-2" / "dev.tsv", [["sentence", "label"], ["not bad at all", "1"]])
+    write_tsv(raw / "SST-2" / "test.tsv", [["index", "sentence"], ["0", "no label here"]])
+    write_tsv(raw / "CoLA" / "train.tsv", [["gj04", "1", "", "Our friends won't buy this."], ["gj04", "0", "*", "They drank the pub."]])  # fmt: skip
+    write_tsv(raw / "CoLA" / "dev.tsv", [["gj04", "1", "", "The sailors rode the breeze."]])
+    mrpc = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+    write_tsv(raw / "MRPC" / "train.tsv", [mrpc, ["1", "7", "8", "He said so.", "So he said."]])
+    write_tsv(raw / "MRPC" / "dev.tsv", [mrpc, ["0", "9", "10", "It rained.", "It was sunny."]])
+    rte = ["index", "sentence1", "sentence2", "label"]
+    write_tsv(raw / "RTE" / "train.tsv", [rte, ["0", "A cat sat.", "An animal sat.", "entailment"], ["1", "A cat sat.", "A dog ran.", "not_entailment"]])  # fmt: skip
+    write_tsv(raw / "RTE" / "dev.tsv", [rte, ["0", "It is red.", "It is blue.", "not_entailment"]])
+    qqp = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    write_tsv(raw / "QQP" / "train.tsv", [qqp, ["0", "1", "2", "How?", "Why?", "0"], ["1", "3", "4", "What?", "", "1"]])  # fmt: skip
+    write_tsv(raw / "QQP" / "dev.tsv", [qqp, ["2", "5", "6", "Who?", "Who is it?", "1"]])
+    row = ["0", "1", "1e", "fiction", "(x)", "(y)", "(X)", "(Y)"]
+    for split, label in (
+        ("train", "neutral"),
+        ("dev_matched", "contradiction"),
+        ("dev_mismatched", "entailment"),
+    ):
+        write_tsv(
+            raw / "MNLI" / f"{split}.tsv", [MNLI_HEADER, [*row, "He left.", "He stayed.", label, label]]
+        )
+    write_tsv(
+        raw / "STS-B" / "train.tsv", [["index", "sentence1", "sentence2", "score"], ["0", "a", "b", "3.8"]]
+    )
+
+
+def test_glue_tsv_round_trip_single_and_pair_tasks(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_glue(raw)
+    logged: list[str] = []
+    summary = convert("glue", raw, out, log=logged.append)
+    assert summary["rows"] == {
+        "cola_train": 2, "cola_dev": 1, "mnli_train": 1, "mnli_dev_matched": 1, "mnli_dev_mismatched": 1,
+        "mrpc_train": 1, "mrpc_dev": 1, "qqp_train": 1, "qqp_dev": 1, "rte_train": 2, "rte_dev": 1,
+        "sst2_train": 2, "sst2_dev": 1,
+    }  # fmt: skip
+    assert any("stsb: STS-B is a regression task" in line for line in logged)
+    assert any(
+        "skipped 1 rows of qqp train with an empty sentence" in line and "line 3" in line for line in logged
+    )
+    _, sst2 = read_split(out, "glue_sst2_train")
+    assert sst2.schema.names == ["sentence", "label", "label_name"]
+    assert sst2.to_pylist() == [
+        {"sentence": "a gripping film", "label": 1, "label_name": "positive"},
+        {"sentence": 'a "dull" one', "label": 0, "label_name": "negative"},  # quotes are text in GLUE's TSV
+    ]
+    _, rte = read_split(out, "glue_rte_train")
+    assert rte.schema.names == ["sentence", "sentence2", "label", "label_name"]
+    assert rte.column("label").to_pylist() == [0, 1]
+    _, mnli = read_split(out, "glue_mnli_dev_mismatched")
+    assert mnli.to_pylist() == [
+        {"sentence": "He left.", "sentence2": "He stayed.", "label": 0, "label_name": "entailment"}
+    ]
+    _, cola = read_split(out, "glue_cola_train")
+    assert cola.column("sentence").to_pylist()[1] == "They drank the pub." and cola.column(
+        "label"
+    ).to_pylist() == [1, 0]
+    assert json.loads((out / "glue_mnli_labels.json").read_text()) == [
+        "entailment",
+        "neutral",
+        "contradiction",
+    ]
+    assert not list(out.glob("glue_sst2_test_*")) and not list(out.glob("glue_stsb_*"))
+
+
+def test_glue_task_choice_and_refusals(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_glue(raw)
+    summary = convert("glue", raw, out, log=quiet, glue_tasks=("rte",))
+    assert set(summary["rows"]) == {"rte_train", "rte_dev"}
+    with pytest.raises(ConvertError, match="STS-B is a regression task .* not supported"):
+        convert("glue", raw, out, log=quiet, glue_tasks=("stsb",))
+    with pytest.raises(ConvertError, match="unknown GLUE task 'sst'; choose from cola, sst2"):
+        convert("glue", raw, out, log=quiet, glue_tasks=("sst",))
+    write_tsv(
+        raw / "RTE" / "dev.tsv", [["index", "sentence1", "sentence2", "label"], ["0", "a", "b", "maybe"]]
+    )
+    with pytest.raises(
+        ConvertError, match=r"RTE/dev.tsv line 2: label 'maybe' is not one of entailment, not_entailment"
+    ):
+        convert("glue", raw, out, log=quiet, glue_tasks=("rte",))
+    write_tsv(raw / "RTE" / "dev.tsv", [["index", "sentence1", "sentence2", "label"], ["0", "a only"]])
+    with pytest.raises(ConvertError, match=r"RTE/dev.tsv line 2: 2 tab-separated fields, expected 4"):
+        convert("glue", raw, out, log=quiet, glue_tasks=("rte",))
+    write_tsv(raw / "SST-2" / "train.tsv", [["text", "label"], ["fine", "1"]])
+    with pytest.raises(ConvertError, match=r"SST-2/train.tsv line 1: no column 'sentence' in the header"):
+        convert("glue", raw, out, log=quiet, glue_tasks=("sst2",))
+    with pytest.raises(ConvertError, match="no GLUE task folder"):
+        convert("glue", tmp_path, out, log=quiet)
+
+
+def test_converted_classification_rows_expand_into_samples(tmp_path):
+    from bridgetower.batches import expand_row
+
+    make_cifar10(tmp_path / "cifar")
+    make_glue(tmp_path / "glue")
+    out = tmp_path / "out"
+    convert("cifar10", tmp_path / "cifar", out, log=quiet)
+    convert("glue", tmp_path / "glue", out, log=quiet)
+    for prefix, task in (("cifar10", "image_classification"), ("glue_mnli", "text_classification")):
+        classes = len(json.loads((out / f"{prefix}_labels.json").read_text()))
+        for path in sorted(out.glob(f"{prefix}_*.arrow")):
+            for row in pa.ipc.open_file(pa.memory_map(str(path))).read_all().to_pylist():
+                (sample,) = expand_row(task, row, num_labels=classes)
+                assert ("text2" in sample) == (prefix == "glue_mnli")

@@ -7,8 +7,20 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bridgetower import BridgeTowerConfig, BridgeTowerForPretraining, BridgeTowerModel
-from bridgetower.flops import forward_flops, pretraining_step_flops, train_flops, two_pass_pretraining_flops
+from bridgetower import (
+    BridgeTowerConfig,
+    BridgeTowerForImageClassification,
+    BridgeTowerForPretraining,
+    BridgeTowerForTextClassification,
+    BridgeTowerModel,
+)
+from bridgetower.flops import (
+    classification_flops,
+    forward_flops,
+    pretraining_step_flops,
+    train_flops,
+    two_pass_pretraining_flops,
+)
 
 BATCH = 2
 TEXT_LEN = 40
@@ -111,3 +123,15 @@ def test_train_flops_and_image_size_default() -> None:
     assert forward_flops(config, TEXT_LEN, 32) < forward_flops(config, TEXT_LEN)
     with pytest.raises(ValueError):
         forward_flops(config, TEXT_LEN, 30)
+
+
+def test_classification_flops_match_flop_counter() -> None:
+    # custom bridge levels: the classifiers still run their whole tower
+    config = _tiny(num_labels=10, vision_bridge_layers=[0, 1], text_bridge_layers=[0, 1])
+    ids, mask, pixels = _inputs(config, TEXT_LEN, config.vision.image_size)
+    image = _measured(BridgeTowerForImageClassification(config), pixels)
+    _check(classification_flops(config, "image_classification", TEXT_LEN), image)
+    text = _measured(BridgeTowerForTextClassification(config), ids, mask)
+    _check(classification_flops(config, "text_classification", TEXT_LEN), text)
+    with pytest.raises(ValueError, match="not a classification task"):
+        classification_flops(config, "vqa", TEXT_LEN)

@@ -105,6 +105,64 @@ def test_bad_labels_are_named(local_ray, synth, tmp_path):
         build_dataset(spec(synth, "pretrain", paths=[str(missing)])).take_all()
 
 
+def cls_spec(synth, task: str, paths=None, **kw) -> DataSpec:
+    prefix = "shapes" if task == "image_classification" else "sentiment"
+    return spec(
+        synth,
+        task,
+        paths=paths or [str(synth / f"{prefix}_train_*.arrow")],
+        num_labels=len(json.loads((synth / f"{prefix}_labels.json").read_text())),
+        **kw,
+    )
+
+
+def test_classification_batches_hold_their_modality_and_labels(local_ray, synth, tmp_path):
+    images = build_dataset(cls_spec(synth, "image_classification", transform="clip")).take_batch(5)
+    assert set(images) == {"pixel_values", "labels", "sample_id"}
+    assert images["pixel_values"].shape == (5, 3, 64, 64) and images["pixel_values"].dtype == "uint8"
+    texts = build_dataset(cls_spec(synth, "text_classification")).take_batch(8)
+    assert set(texts) == {"input_ids", "attention_mask", "labels", "sample_id"} and texts[
+        "input_ids"
+    ].shape == (8, 24)
+    # every sentence keeps its own label
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
+    truth = {}
+    for path in synth.glob("sentiment_train_*.arrow"):
+        for row in pa.ipc.open_file(pa.memory_map(str(path))).read_all().to_pylist():
+            truth[row["sentence"]] = row["label"]
+    for ids, label in zip(texts["input_ids"], texts["labels"]):
+        assert truth[tokenizer.decode(ids, skip_special_tokens=True)] == label
+    # parquet with a second sentence: read where present, tokenized as a pair
+    import pyarrow.parquet as pq
+
+    pairs = pa.table(
+        {"sentence": ["the film was good"] * 3, "sentence2": ["the food was bad"] * 3, "label": [0, 1, 1]}
+    )
+    pq.write_table(pairs, tmp_path / "glue_rte_train_0.parquet")
+    batch = build_dataset(
+        cls_spec(synth, "text_classification", paths=[str(tmp_path / "glue_rte_train_0.parquet")])
+    )
+    ids = batch.take_batch(3)["input_ids"]
+    assert ids.shape == (3, 24) and all((row == 2).sum() == 3 for row in ids)  # <s> A </s></s> B </s>
+
+
+def test_bad_classification_rows_are_named(local_ray, synth, tmp_path):
+    path = corrupt(synth, tmp_path, "shapes", "label", 1, 99)
+    with pytest.raises(
+        Exception, match=r"shapes_train_0\.arrow row 1: label 99 is outside the classes 0\.\.11"
+    ):
+        build_dataset(cls_spec(synth, "image_classification", paths=[path])).take_all()
+    path = corrupt(synth, tmp_path, "shapes", "image", 2, b"not a png")
+    with pytest.raises(Exception, match=r"shapes_train_0\.arrow row 2: column image: cannot decode"):
+        build_dataset(cls_spec(synth, "image_classification", paths=[path])).take_all()
+    missing = tmp_path / "sentiment_train_9.arrow"
+    shutil.copy(sorted(synth.glob("shapes_train_*.arrow"))[0], missing)
+    with pytest.raises(Exception, match=r"sentiment_train_9.arrow: missing column\(s\) sentence"):
+        build_dataset(cls_spec(synth, "text_classification", paths=[str(missing)])).take_all()
+
+
 def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth, tmp_path):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -31,6 +31,8 @@ EXPECTED_COLUMNS = {
               "question_type", "split", "scene"],
     "nlvr2": ["image_0", "image_1", "questions", "answers", "identifier", "scene_0", "scene_1"],
     "snli": ["image", "sentences", "labels", "image_id", "scene"],
+    "shapes": ["image", "label", "label_name", "scene"],
+    "sentiment": ["sentence", "label", "label_name"],
 }  # fmt: skip
 SPLIT_NAMES = {"nlvr2": ("train", "dev", "test1"), "snli": ("train", "dev", "test")}
 
@@ -249,6 +251,60 @@ def test_snli_labels_match_the_scene(out):
         for (premise, hypothesis), label in zip(row["sentences"], row["labels"]):
             assert caption_true(premise, objs), premise
             assert snli_label(hypothesis, objs) == label, hypothesis
+
+
+def test_shapes_classes_are_the_one_object_of_the_picture(out):
+    from io import BytesIO
+
+    from PIL import Image
+
+    names = json.loads((out / "shapes_labels.json").read_text())
+    assert names == [f"{c} {s}" for c in sc.COLORS for s in sc.SHAPES]
+    for split in ("train", "val", "test"):
+        rows = read(out, "shapes", split)
+        counts = Counter(r["label"] for r in rows)
+        assert len(rows) >= 12 and max(counts.values()) - min(counts.values()) <= 1  # balanced
+    for row in read(out, "shapes"):
+        (obj,) = objs_of(row["scene"])
+        assert row["label_name"] == names[row["label"]] == f"{obj['color']} {obj['shape']}"
+        # decidable from the pixels: the object's colour is painted, no other object colour is
+        colours = {rgb for _, rgb in Image.open(BytesIO(row["image"])).convert("RGB").getcolors(48 * 48)}
+        assert colours == {sc.BACKGROUND, sc.RGB[obj["color"]]}
+
+
+def sentiment_truth(sentence: str) -> int:
+    """The label from the words: the last clause decides (after `but`), `not` flips its adjective."""
+    positive = {"good", "great", "lovely", "excellent", "pleasant", "wonderful"}
+    negative = {"bad", "awful", "boring", "terrible", "dull", "poor"}
+    clauses = re.split(r" but | and ", sentence)
+    values = []
+    for clause in clauses:
+        words = clause.split()
+        assert words[-1] in positive | negative, sentence
+        values.append((words[-1] in positive) != ("not" in words))
+    if " and " in sentence:
+        assert values[0] == values[1], sentence  # `and` joins clauses that agree
+    if " but " in sentence:
+        assert values[0] != values[1], sentence  # `but` turns the sentiment
+    return int(values[-1])
+
+
+def test_sentiment_labels_follow_the_rule_and_no_word_gives_them_away(out):
+    assert json.loads((out / "sentiment_labels.json").read_text()) == ["negative", "positive"]
+    rows = read(out, "sentiment")
+    for row in rows:
+        assert sentiment_truth(row["sentence"]) == row["label"], row
+        assert row["label_name"] == ("negative", "positive")[row["label"]]
+    for split in ("train", "val", "test"):
+        counts = Counter(r["label"] for r in read(out, "sentiment", split))
+        assert abs(counts[0] - counts[1]) <= 1
+    # every word occurs in sentences of both labels: the label needs negation and clause order
+    by_word: dict[str, set[int]] = {}
+    for row in rows:
+        for word in row["sentence"].split():
+            by_word.setdefault(word, set()).add(row["label"])
+    assert all(labels == {0, 1} for labels in by_word.values()), by_word
+    assert any(" but " in r["sentence"] for r in rows) and any(" not " in r["sentence"] for r in rows)
 
 
 def test_tokenizer_loads_and_round_trips(out):

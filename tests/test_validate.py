@@ -21,7 +21,9 @@ def synth(tmp_path_factory):
 def test_good_shards_pass_with_counts(synth, capsys):
     assert main(["data", "validate", str(synth)]) == 0
     out = capsys.readouterr().out
-    assert "all 15 file(s) valid" in out
+    assert "all 21 file(s) valid" in out
+    assert "shapes_val_0.arrow: image_classification val, 6 rows, 6 samples, ok" in out
+    assert "sentiment_train_0.arrow: text_classification train, 48 rows, 48 samples, ok" in out
     rows = pa.ipc.open_file(pa.memory_map(str(synth / "vqav2_train_0.arrow"))).read_all().num_rows
     assert f"vqav2_train_0.arrow: vqa train, {rows} rows" in out
 
@@ -66,3 +68,25 @@ def test_missing_columns_and_paths(synth, tmp_path, capsys):
     assert "missing column(s) questions" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="does not exist"):
         main(["data", "validate", str(tmp_path / "nope")])
+
+
+def test_bad_classification_rows_are_named(synth, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(synth / "shapes_labels.json", bad)
+    write_copy(synth / "shapes_train_0.arrow", bad / "shapes_train_0.arrow", "label", 3, 12)
+    write_copy(synth / "shapes_val_0.arrow", bad / "shapes_val_0.arrow", "image", 0, b"junk")
+    write_copy(synth / "sentiment_val_0.arrow", bad / "sentiment_val_0.arrow", "sentence", 1, "")
+    # a GLUE-named pair file: the dataset's labels file bounds the labels
+    (bad / "glue_rte_labels.json").write_text('["entailment", "not_entailment"]')
+    table = pa.table({"sentence": ["a", "b"], "sentence2": ["c", "d"], "label": [1, 2]})
+    with pa.ipc.new_file(str(bad / "glue_rte_dev_0.arrow"), table.schema) as writer:
+        writer.write_table(table)
+    shutil.copy(synth / "snli_train_0.arrow", bad / "sentiment_test_0.arrow")  # no sentence or label
+    assert main(["data", "validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "shapes_train_0.arrow row 3: label 12 is outside the classes 0..11 (num_labels 12)" in out
+    assert "shapes_val_0.arrow row 0: column image: cannot decode image" in out
+    assert "sentiment_val_0.arrow row 1: empty or non-text 'sentence'" in out
+    assert "glue_rte_dev_0.arrow row 1: label 2 is outside the classes 0..1" in out
+    assert "sentiment_test_0.arrow: missing column(s) sentence, label for text_classification" in out

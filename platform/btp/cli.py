@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data", metavar="WHAT", required=True)
     synth = data_sub.add_parser(
         "synth",
-        help="write the grounded synthetic dataset (captions, VQA, NLVR2, SNLI-VE, retrieval) and its tokenizer",
+        help="write the grounded synthetic dataset (captions, VQA, NLVR2, SNLI-VE, retrieval, image and text "
+        "classification) and its tokenizer",
         description="Renders pictures of a few shapes and writes texts that are true (or, for negatives, false) of "
         "them, in the official ViLT-style Arrow shard layout, plus a tokenizer trained on the text. "
         "Same seed -> byte-identical files.",
@@ -118,21 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--images", type=int, default=2000, help="pictures in total, shared among the datasets (default 2000)"
     )
+    synth.add_argument(
+        "--classification",
+        type=int,
+        default=None,
+        help="examples in each classification set, on top of --images: one-object pictures (shapes_*) and "
+        "sentiment sentences (sentiment_*) (default: --images, at most 2000)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--image-size", type=int, default=64, help="picture size in pixels (default 64)")
     synth.add_argument("--rows-per-shard", type=int, default=128, help="rows per Arrow shard (default 128)")
     synth.set_defaults(func=_synth)
     convert = data_sub.add_parser(
         "convert",
-        help="build shards from the raw public datasets (COCO/F30K Karpathy, VQAv2, NLVR2, SNLI-VE)",
+        help="build shards from the raw public datasets (COCO/F30K Karpathy, VQAv2, NLVR2, SNLI-VE, "
+        "CIFAR-10/100 binary, GLUE)",
         description="Reads a raw public dataset layout (json + image folders) and writes official-style Arrow "
         "shards with the original image bytes.",
     )
     convert.add_argument(
         "task",
-        choices=["coco", "f30k", "vqav2", "nlvr2", "snli_ve"],
+        choices=["coco", "f30k", "vqav2", "nlvr2", "snli_ve", "cifar10", "cifar100", "glue"],
         metavar="TASK",
-        help="coco, f30k, vqav2, nlvr2 or snli_ve",
+        help="coco, f30k, vqav2, nlvr2, snli_ve, cifar10, cifar100 (the binary version) or glue (TSV)",
     )
     convert.add_argument("--raw", required=True, help="directory holding the raw dataset")
     convert.add_argument("--out", required=True, help="directory for the shards")
@@ -148,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=9,
         help="VQAv2: answers kept in the vocabulary need this many questions (default 9: 3129 answers)",
     )
+    convert.add_argument(
+        "--glue-tasks",
+        default=None,
+        help="GLUE: comma-separated tasks to convert, e.g. sst2,mnli (default: every task folder found; "
+        "known: cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli; STS-B is regression and not supported)",
+    )
     convert.set_defaults(func=_convert)
     validate = data_sub.add_parser(
         "validate",
@@ -158,7 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="shard files or directories")
     validate.add_argument(
         "--task",
-        choices=["pretrain", "irtr", "vqa", "nlvr2", "snli_ve"],
+        choices=[
+            "pretrain",
+            "irtr",
+            "vqa",
+            "nlvr2",
+            "snli_ve",
+            "image_classification",
+            "text_classification",
+        ],
         default=None,
         help="task of the rows (default: from the official file names)",
     )

@@ -101,6 +101,9 @@ class DataConfig:
     cpus_per_task: float = 0.25
     shuffle_buffer: int = 256
     vqa_answers: str | None = "${data.root}/vqa_answers.json"
+    # image/text classification: a JSON list of class names (its length is num_labels); null: the
+    # {dataset}_labels.json beside the training shards (cifar10_labels.json, glue_sst2_labels.json, ...)
+    labels: str | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from btp.data import cifar, glue
 from btp.data.scenes import soft_score
 from btp.data.synth import PREFIX, SCHEMAS
 
@@ -45,6 +46,8 @@ class Options:
     """Settings that only some converters use."""
 
     min_answer_freq: int = 9
+    glue_tasks: tuple[str, ...] = ()  # GLUE: the tasks to convert (default: every task folder found)
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Plan:
 
     splits: dict[str, list[dict]]
     side_files: dict[str, Any] = field(default_factory=dict)
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)  # per split, where not the task's own
 
 
 # ---- reading raw files -------------------------------------------------------------------------------------
@@ -331,19 +335,112 @@ def convert_snli_ve(raw: Path, options: Options) -> Plan:
     return Plan({split: _snli_rows(raw, split) for split in SNLI_SPLITS})
 
 
+# ---- CIFAR-10/100 (binary version) and GLUE (TSV): one sample per row ----------------------------------------
+IMAGE_CLASS_SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("label_name", pa.string())])
+
+
+def text_class_schema(pair: bool) -> pa.Schema:
+    """sentence[, sentence2], label, label_name."""
+    pair_field = [("sentence2", pa.string())] if pair else []
+    return pa.schema(
+        [("sentence", pa.string()), *pair_field, ("label", pa.int64()), ("label_name", pa.string())]
+    )
+
+
+def _convert_cifar(name: str, raw: Path) -> Plan:
+    variant = cifar.VARIANTS[name]
+    folder = cifar.folder_of(raw, variant)
+    try:
+        names = cifar.label_names(folder, variant)
+        splits = {
+            split: [
+                {"image": image, "label": label, "label_name": names[label]}
+                for file in files
+                for label, image in cifar.read_records(folder / file, variant, len(names))
+            ]
+            for split, files in variant.splits.items()
+        }
+    except cifar.CifarError as err:
+        raise ConvertError(str(err)) from None
+    return Plan(splits, {f"{name}_labels.json": names})
+
+
+def convert_cifar10(raw: Path, options: Options) -> Plan:
+    """CIFAR-10 binary: `cifar-10-batches-bin/data_batch_{1..5}.bin` (train), `test_batch.bin` (test)."""
+    return _convert_cifar("cifar10", raw)
+
+
+def convert_cifar100(raw: Path, options: Options) -> Plan:
+    """CIFAR-100 binary: `cifar-100-binary/{train,test}.bin`, fine labels (100 classes)."""
+    return _convert_cifar("cifar100", raw)
+
+
+def _glue_tasks(raw: Path, options: Options) -> list[str]:
+    """The GLUE tasks to convert: those asked for, else every task folder under `raw` (STS-B left out)."""
+    for name in options.glue_tasks:
+        if name in glue.UNSUPPORTED:
+            raise ConvertError(glue.UNSUPPORTED[name])
+        if name not in glue.TASKS:
+            raise ConvertError(f"unknown GLUE task {name!r}; choose from {', '.join(glue.TASKS)}")
+    if options.glue_tasks:
+        return list(options.glue_tasks)
+    found = [glue.FOLDERS[d.name] for d in sorted(raw.iterdir()) if d.is_dir() and d.name in glue.FOLDERS]
+    for name in [n for n in found if n in glue.UNSUPPORTED]:
+        options.log(f"skipped {name}: {glue.UNSUPPORTED[name]}")
+    found = [n for n in found if n in glue.TASKS]
+    if not found:
+        folders = ", ".join(t.folder for t in glue.TASKS.values())
+        raise ConvertError(f"no GLUE task folder ({folders}) in {raw}; point --raw at the unpacked glue_data")
+    return found
+
+
+def convert_glue(raw: Path, options: Options) -> Plan:
+    """GLUE: `glue_data/<Task>/{train,dev}.tsv` (MNLI: dev_matched, dev_mismatched) -> glue_<task>_<split>."""
+    plan = Plan({})
+    for name in _glue_tasks(raw, options):
+        task = glue.TASKS[name]
+        for split in task.splits:
+            try:
+                rows, skipped = glue.read_split(raw / task.folder / f"{split}.tsv", task)
+            except glue.GlueError as err:
+                raise ConvertError(str(err)) from None
+            if skipped:
+                options.log(
+                    f"skipped {len(skipped)} rows of {name} {split} with an empty sentence (first: {skipped[0]})"
+                )
+            plan.splits[f"{name}_{split}"] = rows
+            plan.schemas[f"{name}_{split}"] = text_class_schema(task.sentence2 is not None)
+        plan.side_files[f"glue_{name}_labels.json"] = list(task.labels)
+        options.log(f"{name}: the test split has no public labels, so it is not converted")
+    return plan
+
+
 CONVERTERS: dict[str, Callable[[Path, Options], Plan]] = {
     "coco": convert_coco,
     "f30k": convert_f30k,
     "vqav2": convert_vqav2,
     "nlvr2": convert_nlvr2,
     "snli_ve": convert_snli_ve,
+    "cifar10": convert_cifar10,
+    "cifar100": convert_cifar100,
+    "glue": convert_glue,
 }
 # task -> the synthetic dataset whose file names and column types the output shares
 _SYNTH_NAME = {"coco": "coco", "f30k": "f30k", "vqav2": "vqav2", "nlvr2": "nlvr2", "snli_ve": "snli"}
+# file-name prefix of each converted task (GLUE's split names carry the task: glue_sst2_train_0.arrow)
+OUTPUT_PREFIX = {task: PREFIX[name] for task, name in _SYNTH_NAME.items()} | {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "glue": "glue",
+}
 
 
 def output_schema(task: str) -> pa.Schema:
     """Columns of a converted task: the synthetic layout without its synthetic-only columns."""
+    if task in ("cifar10", "cifar100"):
+        return IMAGE_CLASS_SCHEMA
+    if task == "glue":
+        return text_class_schema(pair=False)  # pair tasks: Plan.schemas
     schema = SCHEMAS[_SYNTH_NAME[task]]
     return pa.schema([f for f in schema if f.name not in _SYNTH_ONLY])
 
@@ -422,18 +519,21 @@ def convert(
     *,
     skip_missing_images: bool = False,
     min_answer_freq: int = 9,
+    glue_tasks: tuple[str, ...] = (),
 ) -> dict:
     """Convert one task's raw download under `raw` into Arrow shards under `out`; returns a summary."""
     raw, out = Path(raw), Path(out)
     _prepare(task, raw, out, rows_per_shard)
     start = time.perf_counter()
-    plan = CONVERTERS[task](raw, Options(min_answer_freq=min_answer_freq))
+    options = Options(min_answer_freq=min_answer_freq, glue_tasks=tuple(glue_tasks), log=log)
+    plan = CONVERTERS[task](raw, options)
     splits, missing = _drop_missing(plan.splits, skip_missing_images, log)
     out.mkdir(parents=True, exist_ok=True)
-    prefix = PREFIX[_SYNTH_NAME[task]]
+    prefix = OUTPUT_PREFIX[task]
     files: dict[str, int] = {}
     for split, rows in splits.items():
-        for name, n in write_shards(out, f"{prefix}_{split}", output_schema(task), rows, rows_per_shard):
+        schema = plan.schemas.get(split) or output_schema(task)
+        for name, n in write_shards(out, f"{prefix}_{split}", schema, rows, rows_per_shard):
             files[name] = n
             log(f"wrote {name}: {n} rows ({time.perf_counter() - start:.1f}s)")
     for name, data in plan.side_files.items():
@@ -460,6 +560,7 @@ def main_convert(args: argparse.Namespace) -> int:
             log=print,
             skip_missing_images=getattr(args, "skip_missing_images", False),
             min_answer_freq=getattr(args, "min_answer_freq", 9),
+            glue_tasks=tuple(t for t in (getattr(args, "glue_tasks", None) or "").split(",") if t),
         )
     except ConvertError as err:
         raise SystemExit(f"btp data convert: {err}") from err

@@ -39,6 +39,7 @@ class DataSpec:
     seed: int = 0
     epoch: int = 0
     vqa_num_labels: int | None = None
+    num_labels: int | None = None  # image/text classification: labels must lie in 0..num_labels-1
     uint8_pixels: bool = True  # the model normalises uint8 pixels itself; 4x less data to move
     on_bad_row: str = "error"  # or "skip": the row is dropped, counted, and a warning names file, row, reason
     skip_counter: str | None = None  # name of the SkipCounter actor (set by build_dataset)
@@ -83,7 +84,7 @@ def _where(row: dict[str, Any]) -> str:
 
 def _samples(row: dict[str, Any], spec: DataSpec) -> list[dict[str, Any]]:
     """The row's samples, its images decoded once (so a bad image is named with its row)."""
-    samples = list(B.expand_row(spec.task, row, spec.vqa_num_labels))
+    samples = list(B.expand_row(spec.task, row, spec.vqa_num_labels, spec.num_labels))
     for column in ("image", "image_0", "image_1"):
         if samples and column in samples[0]:
             picture = _decode(samples[0][column], column)
@@ -107,16 +108,22 @@ def preprocess(table: pa.Table, spec: DataSpec) -> dict[str, np.ndarray]:
             ray.get(_skips(spec.skip_counter).add.remote(message), timeout=60)
     if not samples:
         return _empty(spec)
-    return B.collate(
-        spec.task,
-        samples,
-        _image_fn(spec),
-        load_tokenizer(spec.tokenizer),
-        spec.max_text_len,
-        spec.seed,
-        spec.epoch,
-        spec.vqa_num_labels,
-    )
+    # image classification reads no text: CIFAR data comes without a tokenizer
+    tokenizer = None if spec.task == "image_classification" else load_tokenizer(spec.tokenizer)
+    try:
+        return B.collate(
+            spec.task,
+            samples,
+            _image_fn(spec),
+            tokenizer,
+            spec.max_text_len,
+            spec.seed,
+            spec.epoch,
+            spec.vqa_num_labels,
+        )
+    except B.BadRow as err:  # a problem of the batch, not of one row (single and pair sentences mixed)
+        files = sorted({str(row.get("_file")) for row in table.select(["_file"]).to_pylist()})
+        raise B.BadRow(f"{', '.join(files)}: {err}") from None
 
 
 @ray.remote(num_cpus=0)
@@ -158,10 +165,20 @@ def _empty(spec: DataSpec) -> dict[str, np.ndarray]:
     """A zero-row batch with the usual keys and shapes (every row of this block was skipped)."""
     n, size = spec.max_text_len, spec.image_size
     images = (0, 2, 3, size, size) if spec.task == "nlvr2" else (0, 3, size, size)
+    pixels = np.zeros(images, np.uint8 if spec.uint8_pixels else np.float32)
+    if spec.task == "image_classification":
+        return {"pixel_values": pixels, "labels": np.zeros(0, np.int64), "sample_id": np.zeros(0, np.int64)}
+    if spec.task == "text_classification":
+        return {
+            "input_ids": np.zeros((0, n), np.int64),
+            "attention_mask": np.zeros((0, n), np.int64),
+            "labels": np.zeros(0, np.int64),
+            "sample_id": np.zeros(0, np.int64),
+        }
     out = {
         "input_ids": np.zeros((0, n), np.int64),
         "attention_mask": np.zeros((0, n), np.int64),
-        "pixel_values": np.zeros(images, np.uint8 if spec.uint8_pixels else np.float32),
+        "pixel_values": pixels,
         "sample_id": np.zeros(0, np.int64),
     }
     if spec.task == "pretrain":
@@ -182,6 +199,7 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
     ds = read_shards(
         spec.paths,
         columns=TASK_COLUMNS[spec.task],
+        optional_columns=B.OPTIONAL_COLUMNS.get(spec.task, []),
         shuffle_seed=spec.seed + spec.epoch if spec.shuffle_files else None,
         num_cpus=spec.cpus_per_task,
     )

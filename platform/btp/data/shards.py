@@ -27,11 +27,17 @@ class ArrowIPCDatasource(FileBasedDatasource):
     _FILE_EXTENSIONS = list(IPC_EXTENSIONS)
 
     def __init__(
-        self, paths: list[str], rows_per_block: int = 64, columns: list[str] | None = None, **kwargs
+        self,
+        paths: list[str],
+        rows_per_block: int = 64,
+        columns: list[str] | None = None,
+        optional_columns: Sequence[str] = (),
+        **kwargs,
     ):
         super().__init__(paths, **kwargs)
         self.rows_per_block = rows_per_block
         self.columns = columns
+        self.optional_columns = list(optional_columns)
 
     def _open_input_source(self, filesystem, path: str, **open_args) -> pa.NativeFile:
         return filesystem.open_input_file(path)  # random access: the IPC file footer is at the end
@@ -50,7 +56,8 @@ class ArrowIPCDatasource(FileBasedDatasource):
                     raise ShardError(
                         f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}"
                     )
-                table = table.select([*self.columns, "_file", "_row"])
+                present = [c for c in self.optional_columns if c in table.column_names]
+                table = table.select([*self.columns, *present, "_file", "_row"])
             for offset in range(0, table.num_rows, self.rows_per_block):
                 yield table.slice(offset, self.rows_per_block)
 
@@ -89,14 +96,28 @@ def expand(paths: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _parquet_has(paths: list[str], columns: Sequence[str]) -> list[str]:
+    """Those of `columns` that the parquet files hold (read from the schema only, no rows)."""
+    if not columns:
+        return []
+    import pyarrow.dataset
+
+    names = set(pyarrow.dataset.dataset(paths, format="parquet").schema.names)
+    return [c for c in columns if c in names]
+
+
 def read_shards(
     paths: str | Sequence[str],
     columns: list[str] | None = None,
     rows_per_block: int = 64,
     shuffle_seed: int | None = None,
     num_cpus: float | None = None,
+    optional_columns: Sequence[str] = (),
 ) -> ray.data.Dataset:
-    """A streaming Ray Dataset over Arrow IPC and/or parquet shards (local paths, globs or URIs)."""
+    """A streaming Ray Dataset over Arrow IPC and/or parquet shards (local paths, globs or URIs).
+
+    `columns` are required (a file without one is an error naming it); `optional_columns` are read where present.
+    """
     files = expand(paths)
     ipc = [p for p in files if p.rsplit(".", 1)[-1] in IPC_EXTENSIONS]
     parquet = [p for p in files if p.endswith(".parquet") or p.endswith("/")]
@@ -109,10 +130,18 @@ def read_shards(
     remote = {"num_cpus": num_cpus} if num_cpus is not None else {}
     parts = []
     if ipc:
-        source = ArrowIPCDatasource(ipc, rows_per_block=rows_per_block, columns=columns, shuffle=shuffle)
+        source = ArrowIPCDatasource(
+            ipc,
+            rows_per_block=rows_per_block,
+            columns=columns,
+            optional_columns=optional_columns,
+            shuffle=shuffle,
+        )
         parts.append(ray.data.read_datasource(source, ray_remote_args=remote))
     if parquet:
         table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, ray_remote_args=remote)
         table = table.rename_columns({"path": "_file"})
-        parts.append(table.select_columns([*columns, "_file"]) if columns else table)
+        if columns:
+            table = table.select_columns([*columns, *_parquet_has(parquet, optional_columns), "_file"])
+        parts.append(table)
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])

@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from btp.data import scenes as sc
+from btp.data import sentiment
 
-GENERATOR_VERSION = "btp-synth-1"
+GENERATOR_VERSION = "btp-synth-2"
 MIN_IMAGES = 40
 # share of the image budget per dataset; an NLVR2 example uses two images
 SHARES = {"f30k": 0.15, "vqav2": 0.30, "nlvr2": 0.15, "snli": 0.10}
@@ -27,6 +28,8 @@ SPLITS = {
     "vqav2": ("train", "val", "test"),
     "nlvr2": ("train", "dev", "test1"),
     "snli": ("train", "dev", "test"),
+    "shapes": ("train", "val", "test"),
+    "sentiment": ("train", "val", "test"),
 }
 PREFIX = {
     "coco": "coco_caption_karpathy",
@@ -34,7 +37,13 @@ PREFIX = {
     "vqav2": "vqav2",
     "nlvr2": "nlvr2",
     "snli": "snli",
+    # the classification sets have no official counterpart: named like cifar10_*/glue_sst2_* (convert.py)
+    "shapes": "shapes",
+    "sentiment": "sentiment",
 }
+# class names of the classification sets, written to {prefix}_labels.json (index = label)
+SHAPE_LABELS = [f"{color} {shape}" for color in sc.COLORS for shape in sc.SHAPES]
+CLASS_LABELS = {"shapes": SHAPE_LABELS, "sentiment": list(sentiment.LABELS)}
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MODEL_MAX_LENGTH = 128
 
@@ -79,6 +88,8 @@ SCHEMAS = {
             ("scene", _str),
         ]
     ),
+    "shapes": pa.schema([("image", _bin), ("label", pa.int64()), ("label_name", _str), ("scene", _str)]),
+    "sentiment": pa.schema([("sentence", _str), ("label", pa.int64()), ("label_name", _str)]),
 }
 VQA_VOCAB = [a for kind in sc.QUESTION_TYPES for a in sc.VQA_ANSWERS[kind]]
 VQA_LABEL = {a: i for i, a in enumerate(VQA_VOCAB)}
@@ -195,20 +206,62 @@ def _snli_rows(ctx: _Context, name: str, split: str, n: int) -> Iterator[dict]:
         }
 
 
+def _label_deck(ctx: _Context, name: str, split: str, n: int, classes: int) -> list[int]:
+    # every class equally often within a split (up to one), in a seeded order
+    deck = [i % classes for i in range(n)]
+    ctx.rng(name, split, "labels").shuffle(deck)
+    return deck
+
+
+def _shapes_rows(ctx: _Context, name: str, split: str, n: int) -> Iterator[dict]:
+    """One object per picture, anywhere and of either size; the class is its colour and shape."""
+    for i, label in enumerate(_label_deck(ctx, name, split, n, len(SHAPE_LABELS))):
+        rng = ctx.rng(name, split, i)
+        color, shape = SHAPE_LABELS[label].split()
+        cell = rng.randrange(9)
+        obj = {
+            "shape": shape,
+            "color": color,
+            "size": rng.choice(sc.SIZES),
+            "row": cell // 3,
+            "col": cell % 3,
+        }
+        scene = {"objects": [obj]}
+        yield {
+            "image": ctx.picture(scene, rng),
+            "label": label,
+            "label_name": SHAPE_LABELS[label],
+            "scene": json.dumps(scene, sort_keys=True),
+        }
+
+
+def _sentiment_rows(ctx: _Context, name: str, split: str, n: int) -> Iterator[dict]:
+    for i, label in enumerate(_label_deck(ctx, name, split, n, len(sentiment.LABELS))):
+        text = sentiment.sentence(label, ctx.rng(name, split, i))
+        ctx.texts.add(text)
+        yield {"sentence": text, "label": label, "label_name": sentiment.LABELS[label]}
+
+
 BUILDERS: dict[str, Callable[..., Iterator[dict]]] = {
     "coco": _caption_rows,
     "f30k": _caption_rows,
     "vqav2": _vqa_rows,
     "nlvr2": _nlvr2_rows,
     "snli": _snli_rows,
+    "shapes": _shapes_rows,
+    "sentiment": _sentiment_rows,
 }
 
 
-def _budget(images: int) -> dict[str, int]:
-    """Number of examples per dataset (NLVR2 counts pairs); COCO takes the rest of the images."""
+def _budget(images: int, classification: int) -> dict[str, int]:
+    """Number of examples per dataset (NLVR2 counts pairs); COCO takes the rest of the images.
+
+    The classification sets come on top of `images`: `classification` pictures and as many sentences.
+    """
     sizes = {name: int(images * share) for name, share in SHARES.items()}
     sizes["coco"] = images - sum(sizes.values())
     sizes["nlvr2"] //= 2
+    sizes["shapes"] = sizes["sentiment"] = classification
     return {name: sizes[name] for name in PREFIX}
 
 
@@ -300,7 +353,8 @@ def _prepare_out_dir(out: Path) -> None:
         for prefix in PREFIX.values():
             for path in out.glob(f"{prefix}_*.arrow"):
                 path.unlink()
-        for name in ("vqa_answers.json", "vqa_baselines.json", "manifest.json"):
+        labels = [f"{prefix}_labels.json" for prefix in CLASS_LABELS]
+        for name in ("vqa_answers.json", "vqa_baselines.json", "manifest.json", *labels):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,10 +367,20 @@ def write_synthetic(
     image_size: int = 64,
     rows_per_shard: int = 128,
     log: Callable[[str], None] | None = None,
+    classification: int | None = None,
 ) -> dict:
-    """Write all synthetic datasets, the VQA vocabulary and baselines, a tokenizer and a manifest under out_dir."""
+    """Write all synthetic datasets, the VQA vocabulary and baselines, a tokenizer and a manifest under out_dir.
+
+    `classification` (default: `images`, at most 2000) is the size of each classification set (shapes pictures,
+    sentiment sentences), on top of `images`.
+    """
     if images < MIN_IMAGES:
         raise ValueError(f"images must be at least {MIN_IMAGES} so every split gets examples, got {images}")
+    classification = min(images, 2000) if classification is None else classification
+    if classification < MIN_IMAGES:
+        raise ValueError(
+            f"classification must be at least {MIN_IMAGES} so every split gets examples, got {classification}"
+        )
     if image_size < 24:
         raise ValueError(
             f"image_size must be at least 24 px to draw distinguishable objects, got {image_size}"
@@ -332,7 +396,7 @@ def write_synthetic(
     ctx = _Context(seed, image_size)
     files: dict[str, int] = {}
     rows: dict[str, dict[str, int]] = {}
-    for name, total in _budget(images).items():
+    for name, total in _budget(images, classification).items():
         rows[name] = _split_sizes(total, SPLITS[name])
         for split, n in rows[name].items():
             stem = f"{PREFIX[name]}_{split}"
@@ -341,6 +405,8 @@ def write_synthetic(
             )
             log(f"wrote {stem}: {n} rows ({time.perf_counter() - start:.1f}s)")
     _write_json(out / "vqa_answers.json", VQA_VOCAB)
+    for prefix, names in CLASS_LABELS.items():
+        _write_json(out / f"{prefix}_labels.json", names)
     baselines = _baselines(ctx.vqa_truth)
     _write_json(out / "vqa_baselines.json", baselines)
     train_tokenizer(ctx.texts, out / "tokenizer")
@@ -350,6 +416,7 @@ def write_synthetic(
         "complete": True,
         "seed": seed,
         "images": images,
+        "classification": classification,
         "image_size": image_size,
         "rows_per_shard": rows_per_shard,
         "files": files,
@@ -371,12 +438,18 @@ def main_synth(args: argparse.Namespace) -> int:
     """CLI entry: `btp data synth OUT_DIR [--images N] [--seed S] [--image-size PX] [--rows-per-shard R]`."""
     try:
         summary = write_synthetic(
-            args.out_dir, args.images, args.seed, args.image_size, args.rows_per_shard, log=print
+            args.out_dir,
+            args.images,
+            args.seed,
+            args.image_size,
+            args.rows_per_shard,
+            log=print,
+            classification=getattr(args, "classification", None),
         )
     except (FileExistsError, ValueError) as err:
         raise SystemExit(f"btp data synth: {err}") from err
-    print(f"\n{'dataset':<8} " + " ".join(f"{s:>7}" for s in ("train", "val/dev", "test")))
+    print(f"\n{'dataset':<9} " + " ".join(f"{s:>7}" for s in ("train", "val/dev", "test")))
     for name, splits in summary["rows"].items():
-        print(f"{name:<8} " + " ".join(f"{n:>7}" for n in splits.values()))
+        print(f"{name:<9} " + " ".join(f"{n:>7}" for n in splits.values()))
     print(f"{len(summary['files'])} arrow files in {summary['out_dir']} ({summary['seconds']:.1f}s)")
     return 0

@@ -25,6 +25,13 @@ KINDS = {
     "vqav2": "vqa",
     "nlvr2": "nlvr2",
     "snli": "snli_ve",
+    # one sample per row: images with a class (CIFAR binary -> btp data convert), sentences with a class
+    # (GLUE: glue_<task>_<split>_N.arrow), and the synthetic sets
+    "cifar10": "image_classification",
+    "cifar100": "image_classification",
+    "shapes": "image_classification",
+    "glue": "text_classification",
+    "sentiment": "text_classification",
 }
 MAX_PROBLEMS_PER_FILE = 20
 
@@ -39,17 +46,33 @@ class FileReport:
     problems: list[str] = field(default_factory=list)
 
 
-def kind_of(path: Path) -> tuple[str | None, str]:
-    """(task, split) from an official-style file name, e.g. vqav2_train_3.arrow -> (vqa, train)."""
-    stem = path.stem
+def _parse(stem: str) -> tuple[str, str, str] | None:
+    """(dataset, task, rest of the name) of an official-style file stem."""
     for prefix, task in sorted(KINDS.items(), key=lambda kv: -len(kv[0])):
         if stem.startswith(prefix + "_") or stem == prefix:
             rest = stem[len(prefix) :].strip("_")
-            split = re.sub(r"_\d+$", "", rest) or "train"
-            if re.fullmatch(r"\d+", split):  # conceptual_caption_train_3 / sbu_2: numbered shards only
-                split = "train"
-            return task, split
-    return None, "?"
+            if prefix == "glue":  # glue_<task>_<split>: the GLUE task is part of the dataset's name
+                name, _, rest = rest.partition("_")
+                return f"glue_{name}", task, rest
+            return prefix, task, rest
+    return None
+
+
+def kind_of(path: Path) -> tuple[str | None, str]:
+    """(task, split) from an official-style file name, e.g. vqav2_train_3.arrow -> (vqa, train)."""
+    parsed = _parse(path.stem)
+    if parsed is None:
+        return None, "?"
+    split = re.sub(r"_\d+$", "", parsed[2]) or "train"
+    if re.fullmatch(r"\d+", split):  # conceptual_caption_train_3 / sbu_2: numbered shards only
+        split = "train"
+    return parsed[1], split
+
+
+def dataset_of(path: Path) -> str | None:
+    """The dataset an official-style file belongs to: cifar10_train_0.arrow -> cifar10, glue_rte_dev_0 -> glue_rte."""
+    parsed = _parse(path.stem)
+    return parsed[0] if parsed else None
 
 
 def _batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -66,9 +89,15 @@ def _batches(path: Path) -> Iterator[pa.RecordBatch]:
             yield from pa.ipc.open_stream(source)
 
 
-def _vocabulary_size(path: Path) -> int | None:
-    answers = path.parent / "vqa_answers.json"
-    return len(json.loads(answers.read_text())) if answers.is_file() else None
+def _vocabulary_size(path: Path, task: str) -> int | None:
+    """VQA: the answer vocabulary beside the file; classification: its dataset's {dataset}_labels.json."""
+    if task == "vqa":
+        names = path.parent / "vqa_answers.json"
+    elif task in ("image_classification", "text_classification") and dataset_of(path):
+        names = path.parent / f"{dataset_of(path)}_labels.json"
+    else:
+        return None
+    return len(json.loads(names.read_text())) if names.is_file() else None
 
 
 def check_file(path: Path, task: str | None = None) -> FileReport:
@@ -78,7 +107,7 @@ def check_file(path: Path, task: str | None = None) -> FileReport:
     if report.task is None:
         report.problems.append(f"{path}: cannot tell the task from the file name; pass --task")
         return report
-    vocabulary = _vocabulary_size(path) if report.task == "vqa" else None
+    vocabulary = _vocabulary_size(path, report.task)
     try:
         for batch in _batches(path):
             missing = [c for c in B.COLUMNS[report.task] if c not in batch.schema.names]
@@ -98,7 +127,10 @@ def check_file(path: Path, task: str | None = None) -> FileReport:
 def _check_row(report: FileReport, row: dict, vocabulary: int | None) -> None:
     where = f"{report.path} row {report.rows}"
     try:
-        samples = list(B.expand_row(report.task, row, vocabulary))
+        if report.task == "vqa":
+            samples = list(B.expand_row(report.task, row, vqa_num_labels=vocabulary))
+        else:
+            samples = list(B.expand_row(report.task, row, num_labels=vocabulary))
         for column in ("image", "image_0", "image_1"):
             if column in row:
                 try:

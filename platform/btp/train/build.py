@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from bridgetower import TASK_MODELS, BridgeTowerConfig
-from btp.config import ExperimentConfig
+from btp.config import ConfigError, ExperimentConfig
 from btp.data.pipeline import DataSpec
 from btp.data.shards import expand
+from btp.data.validate import dataset_of
 
 # the config's task names -> bridgetower's task model keys
 MODEL_TASKS = {
@@ -31,7 +32,10 @@ SAMPLE_COLUMN = {
     "vqa": "questions",
     "nlvr2": "questions",
     "snli_ve": "labels",
+    "image_classification": "label",  # one sample per row
+    "text_classification": "label",
 }
+CLASSIFICATION = ("image_classification", "text_classification")
 
 
 class DataMissingError(SystemExit):
@@ -61,6 +65,54 @@ def vqa_num_labels(cfg: ExperimentConfig) -> int | None:
     return len(json.loads(path.read_text()))
 
 
+def labels_file(cfg: ExperimentConfig) -> Path | None:
+    """The class-name file of a classification experiment: `data.labels`, else `{dataset}_labels.json`.
+
+    The default lies beside the training shards (`cifar10_labels.json`, `glue_sst2_labels.json`), where
+    `btp data convert` and `btp data synth` write it.
+    """
+    if cfg.data.labels:
+        return Path(cfg.data.labels)
+    first = shard_paths(cfg, "train")[0]
+    name = dataset_of(Path(first))
+    return Path(first).parent / f"{name}_labels.json" if name and "://" not in first else None
+
+
+def num_labels(cfg: ExperimentConfig) -> int | None:
+    """Classes of an image/text classification experiment: from its labels file, else model.config.num_labels."""
+    if cfg.data.task not in CLASSIFICATION:
+        return None
+    configured = cfg.model.config.get("num_labels")
+    path = labels_file(cfg)
+    if path is not None and path.is_file():
+        try:
+            names = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"data.labels: {path} is not valid JSON ({err}); it should list the class names"
+            ) from None
+        if not isinstance(names, list) or not names:
+            raise ConfigError(f"data.labels: {path} should hold a JSON list of class names")
+        if configured is not None and configured != len(names):
+            raise ConfigError(
+                f"model.config.num_labels: {configured}, but {path} names {len(names)} classes; "
+                "remove one of the two or make them agree"
+            )
+        return len(names)
+    if cfg.data.labels:
+        raise DataMissingError(
+            f"data.labels: {path} not found (the class names of the {cfg.data.task} shards)"
+        )
+    if configured is None:
+        where = f"no {path.name} beside the training shards" if path else "no labels file for these shards"
+        raise DataMissingError(
+            f"data.task {cfg.data.task} needs its number of classes: {where}. Write it (a JSON list of class "
+            "names, as `btp data convert` and `btp data synth` do), point data.labels at one, "
+            "or set model.config.num_labels"
+        )
+    return int(configured)
+
+
 def model_config(cfg: ExperimentConfig) -> BridgeTowerConfig:
     """The preset, with the experiment's bridge, depth and free-form overrides."""
     overrides = dict(cfg.model.config)
@@ -72,6 +124,9 @@ def model_config(cfg: ExperimentConfig) -> BridgeTowerConfig:
     labels = vqa_num_labels(cfg)
     if labels is not None:
         overrides["vqa_num_labels"] = labels
+    classes = num_labels(cfg)
+    if classes is not None:
+        overrides["num_labels"] = classes
     overrides["gradient_checkpointing"] = cfg.model.gradient_checkpointing
     return BridgeTowerConfig.preset(cfg.model.preset, **overrides)
 
@@ -85,7 +140,9 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         if (source / "model" / "config.json").is_file():  # an earlier run of ours: its final weights
             source = source / "model"
         keep = {
-            k: v for k, v in config.to_dict().items() if k in ("vqa_num_labels", "gradient_checkpointing")
+            k: v
+            for k, v in config.to_dict().items()
+            if k in ("vqa_num_labels", "num_labels", "gradient_checkpointing")
         }
         return cls.from_pretrained(str(source), image_size=config.vision.image_size, **keep)
     if cfg.model.init_towers:
@@ -106,6 +163,7 @@ def data_spec(cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0
         seed=cfg.train.seed,
         epoch=epoch,
         vqa_num_labels=vqa_num_labels(cfg),
+        num_labels=num_labels(cfg),
         on_bad_row=d.on_bad_row,
         map_batch_size=d.map_batch_size,
         cpus_per_task=d.cpus_per_task,
@@ -125,5 +183,8 @@ def count_samples(task: str, paths: list[str]) -> int:
         else:
             with pa.memory_map(path) as source:
                 table = pa.ipc.open_file(source).read_all().select([column])
+        if not pa.types.is_list(table.schema.field(column).type):  # one sample per row
+            total += table.num_rows
+            continue
         total += int(pa.compute.sum(pa.compute.list_value_length(table.column(column))).as_py() or 0)
     return total

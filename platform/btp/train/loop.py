@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bridgetower.flops import forward_flops, pretraining_step_flops, train_flops
+from bridgetower.flops import classification_flops, forward_flops, pretraining_step_flops, train_flops
 from btp.config import ExperimentConfig
 from btp.data.pipeline import train_batches
 from btp.track import Tracker
@@ -46,6 +46,10 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 def forward(model: torch.nn.Module, task: str, batch: dict[str, torch.Tensor]):
     """Feed a pipeline batch to the task model (the batch keys are the pipeline's contract)."""
+    if task == "image_classification":  # uni-modal: the batch holds only its own modality
+        return model(batch["pixel_values"], labels=batch["labels"])
+    if task == "text_classification":
+        return model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"])
     ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
     if task == "pretrain":
         return model(ids, mask, pixels, batch["mlm_input_ids"], batch["mlm_labels"])
@@ -117,6 +121,8 @@ class Trainer:
 
     def _flops(self) -> int:
         c = self.model_config
+        if self.task in ("image_classification", "text_classification"):
+            return train_flops(classification_flops(c, self.task, self.cfg.data.max_text_len))
         if not hasattr(c, "vision") or self.task not in ("pretrain", "vqa", "nlvr2", "snli_ve", "irtr"):
             return 0
         n, size = self.cfg.data.max_text_len, c.vision.image_size
@@ -251,12 +257,12 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Task metrics over this worker's part of the validation split, summed across workers."""
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Task metrics over this worker's part of the validation (or test) split, summed across workers."""
         import ray.train
 
         try:
-            shard = ray.train.get_dataset_shard("val")
+            shard = ray.train.get_dataset_shard(split)
         except KeyError:
             return {}
         if shard is None:
@@ -268,7 +274,7 @@ class Trainer:
         count = 0
         for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
             out = forward(self.model, self.task, batch)
-            n = len(batch["input_ids"])
+            n = len(batch["sample_id"])
             values = {"loss": float(out.loss), **self.model.metrics(out, metric_labels(self.task, batch))}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * n
@@ -277,7 +283,7 @@ class Trainer:
         totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(totals)
-        return {f"val/{k}": float(totals[i] / max(1.0, float(totals[-1]))) for i, k in enumerate(keys)}
+        return {f"{split}/{k}": float(totals[i] / max(1.0, float(totals[-1]))) for i, k in enumerate(keys)}
 
     @torch.no_grad()
     def evaluate_retrieval(self, shard) -> dict[str, float]:
@@ -404,7 +410,7 @@ class Trainer:
             if t.fail_at_step == self.step + 1 and not self.resumed and self.rank == 0:
                 self.fault_drill()
             losses = self.train_step(group)
-            samples += sum(len(b["input_ids"]) for b in group) * self.world
+            samples += sum(len(b["sample_id"]) for b in group) * self.world
             if self.step % t.log_every == 0 or self.step == self.total_steps:
                 elapsed = time.perf_counter() - window_start
                 throughput = samples / elapsed
@@ -426,6 +432,8 @@ class Trainer:
         final = self.evaluate()
         if self.task == "vqa":
             final.update(self.predict_vqa())
+        elif self.task in ("image_classification", "text_classification"):
+            final.update(self.evaluate("test"))  # the driver passes a test split only when there is one
         self.save_model()
         if self.rank == 0:
             (self.run_dir / "summary.json").write_text(

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from btp.config import ConfigError, ExperimentConfig, check_earlier, load_experiment, save_resolved
-from btp.train.build import DataMissingError, count_samples, data_spec, model_config, shard_paths
+from btp.train.build import (
+    CLASSIFICATION,
+    DataMissingError,
+    count_samples,
+    data_spec,
+    model_config,
+    shard_paths,
+)
 from btp.train.optim import planned_steps
 
 
@@ -23,8 +30,6 @@ def run_dir(cfg: ExperimentConfig) -> Path:
 def _check(cfg: ExperimentConfig) -> None:
     if cfg.train.num_workers > 1 and not cfg.train.fsdp:
         raise ConfigError("train.fsdp: false needs train.num_workers: 1 (several workers shard with FSDP2)")
-    if cfg.data.task in ("image_classification", "text_classification"):
-        raise ConfigError(f"data.task: {cfg.data.task} has no data pipeline yet; it trains from Python only")
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
@@ -65,7 +70,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         datasets = {"train": build_dataset(data_spec(cfg, "train", image_size))}
         if cfg.data.val:
             datasets["val"] = build_dataset(data_spec(cfg, "val", image_size))
-        if cfg.data.test and cfg.data.task == "vqa":  # predictions in the official server's format
+        # VQA: predictions in the official server's format; classification: test/accuracy
+        if cfg.data.test and cfg.data.task in ("vqa", *CLASSIFICATION):
             datasets["test"] = build_dataset(data_spec(cfg, "test", image_size))
         resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
         trainer = TorchTrainer(
@@ -113,6 +119,7 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg.data.root = str(Path(cfg.data.root).resolve()) if "://" not in cfg.data.root else cfg.data.root
     cfg.data.tokenizer = fix(cfg.data.tokenizer)
     cfg.data.vqa_answers = fix(cfg.data.vqa_answers)
+    cfg.data.labels = fix(cfg.data.labels)
     cfg.model.init_from = fix(cfg.model.init_from)
     cfg.train.storage = (
         str(Path(cfg.train.storage).resolve()) if "://" not in cfg.train.storage else cfg.train.storage
