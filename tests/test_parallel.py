@@ -58,3 +58,12 @@ def test_two_ranks_each_hold_about_half(tmp_path):
     for r in ranks:
         assert 0.4 * total < r["params"] < 0.6 * total, r
         assert 0.8 * total < r["state"] < 1.2 * total, r  # exp_avg + exp_avg_sq of the local shard: 2 x ~half
+
+
+def test_mfu_and_memory_denominators_on_the_cpu():
+    from btp.train.loop import GPU_PEAK_BF16, peak_flops, peak_memory_gb
+
+    cpu = torch.device("cpu")
+    assert peak_flops(cpu) > 1e8  # a measured fp32 matmul rate, not a table entry
+    assert 0.01 < peak_memory_gb(cpu) < 1024  # this process's peak resident memory, in GiB
+    assert GPU_PEAK_BF16["H100"] > GPU_PEAK_BF16["A100"] > GPU_PEAK_BF16["A10G"]

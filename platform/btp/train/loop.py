@@ -8,6 +8,7 @@ import random
 import resource
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,25 @@ def _cpu_peak_flops() -> float:
     for _ in range(3):
         torch.mm(a, a)
     return 3 * 2 * 1024**3 / (time.perf_counter() - start)
+
+
+# dense bf16 tensor-core peaks (FLOP/s) of the GPUs the cluster files name, for MFU; other GPUs report mfu 0
+GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12, "L40S": 362e12}
+
+
+def peak_flops(device: torch.device) -> float:
+    """MFU denominator: the GPU's bf16 peak from its name, or a quick fp32 matmul measurement of the CPU."""
+    if device.type != "cuda":
+        return _cpu_peak_flops()
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), 0.0)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak accelerator memory allocated on a GPU; peak resident memory of the process on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -92,18 +112,26 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, run_dir: str, total_steps: int) -> None:
         import ray.train
+        import ray.train.torch
 
         self.cfg, self.run_dir, self.total_steps = cfg, Path(run_dir), total_steps
         self.rank = ray.train.get_context().get_world_rank()
         self.world = ray.train.get_context().get_world_size()
         self.task = cfg.data.task
+        # this worker's accelerator (cuda:N with train.use_gpu, else the CPU); Ray Data delivers batches there
+        self.device = ray.train.torch.get_device()
         self.model = build_model(cfg)  # same seed on every rank: identical weights before sharding
         self.model_class, self.model_config = type(self.model), self.model.config
+        self.model.to(self.device)
         torch.manual_seed(cfg.train.seed + 1000 * self.rank)  # dropout and ITM negatives differ per rank
         self.replicated: list[torch.nn.Parameter] = []
-        if cfg.train.fsdp and self.world > 1:
-            apply_fsdp(self.model, bf16=cfg.train.precision == "bf16" and cfg.train.use_gpu)
+        bf16 = cfg.train.precision == "bf16" and self.device.type == "cuda"
+        sharded = cfg.train.fsdp and self.world > 1
+        if sharded:
+            apply_fsdp(self.model, bf16=bf16, device_type=self.device.type)
             self.replicated = replicated_params(self.model)
+        # bf16 without FSDP's mixed-precision policy (one GPU): autocast around the forward passes
+        self.autocast = torch.autocast("cuda", torch.bfloat16) if bf16 and not sharded else nullcontext()
         t = cfg.train
         self.optimizer = build_optimizer(
             self.model, t.lr, t.weight_decay, t.lr_mult_head, t.lr_mult_cross_modal, tuple(t.betas), t.eps
@@ -117,7 +145,7 @@ class Trainer:
         # wandb from rank 0 only (offline unless the user has a key or sets WANDB_MODE)
         self.tracker = Tracker.start(cfg, self.run_dir) if self.rank == 0 else Tracker.off()
         self.flops_per_sample = self._flops()
-        self.peak_flops = _cpu_peak_flops()
+        self.peak_flops = peak_flops(self.device)
 
     def _flops(self) -> int:
         c = self.model_config
@@ -135,7 +163,8 @@ class Trainer:
         self.model.train()
         losses: dict[str, float] = {}
         for micro in micro_batches:
-            out = forward(self.model, self.task, micro)
+            with self.autocast:
+                out = forward(self.model, self.task, micro)
             (out.loss / len(micro_batches)).backward()
             for name, value in {"loss": out.loss, **out.losses}.items():
                 losses[name] = losses.get(name, 0.0) + float(value.detach()) / len(micro_batches)
@@ -188,8 +217,9 @@ class Trainer:
         with tempfile.TemporaryDirectory() as tmp:
             model_state, optim_state = get_state_dict(self.model, self.optimizer)
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=os.path.join(tmp, "dcp"))
+            cuda = {"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}
             torch.save(
-                {"torch": torch.get_rng_state(), "python": random.getstate()},
+                {"torch": torch.get_rng_state(), "python": random.getstate(), **cuda},
                 os.path.join(tmp, f"rng_rank{self.rank}.pt"),
             )
             if self.rank == 0:
@@ -235,6 +265,8 @@ class Trainer:
                 rng = torch.load(rng_file, weights_only=True)
                 torch.set_rng_state(rng["torch"])
                 random.setstate(rng["python"])
+                if "cuda" in rng and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.scheduler.load_state_dict(meta["scheduler"])
         self.step, self.epoch, self.batches_in_epoch = meta["step"], meta["epoch"], meta["batches_in_epoch"]
         if self.rank == 0:
@@ -273,14 +305,15 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
-            out = forward(self.model, self.task, batch)
+            with self.autocast:
+                out = forward(self.model, self.task, batch)
             n = len(batch["sample_id"])
             values = {"loss": float(out.loss), **self.model.metrics(out, metric_labels(self.task, batch))}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * n
             count += n
         keys = sorted(sums)
-        totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64)
+        totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.device)
         if dist.is_initialized():
             dist.all_reduce(totals)
         return {f"{split}/{k}": float(totals[i] / max(1.0, float(totals[-1]))) for i, k in enumerate(keys)}
@@ -297,7 +330,7 @@ class Trainer:
         parts = []
         for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
             parts.append(
-                {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_index")}
+                {k: batch[k].cpu() for k in ("input_ids", "attention_mask", "pixel_values", "image_index")}
             )
         every = [parts]
         if dist.is_initialized() and self.world > 1:
@@ -322,7 +355,10 @@ class Trainer:
         if hasattr(model, "unshard"):  # FSDP2: the root's own parameters are gathered only in forward()
             model.unshard()
         try:
-            scores = model.score_matrix(ids[mine], mask[mine], images)
+            with self.autocast:
+                scores = model.score_matrix(
+                    ids[mine].to(self.device), mask[mine].to(self.device), images.to(self.device)
+                ).float()
         finally:
             if hasattr(model, "reshard"):
                 model.reshard()
@@ -330,7 +366,7 @@ class Trainer:
             rows = [torch.empty_like(scores) for _ in range(self.world)]
             dist.all_gather(rows, scores.contiguous())
             scores = torch.cat(rows)
-        scores = scores[: len(ids)]
+        scores = scores[: len(ids)].cpu()
         recall = retrieval_recall(scores, torch.tensor([column[k] for k in keys.tolist()]))
         return {f"val/{k}": v for k, v in recall.items()}
 
@@ -353,7 +389,8 @@ class Trainer:
         self.model.eval()
         mine: list[tuple[int, int]] = []
         for batch in shard.iter_torch_batches(batch_size=self.cfg.train.batch_size):
-            logits = forward(self.model, self.task, batch).logits
+            with self.autocast:
+                logits = forward(self.model, self.task, batch).logits
             mine += zip(batch["question_id"].tolist(), logits.argmax(-1).tolist())
         every = [mine]
         if dist.is_initialized() and self.world > 1:
@@ -421,7 +458,7 @@ class Trainer:
                         "samples_per_s": throughput,
                         "data_wait_share": waited / elapsed,
                         "mfu": self.flops_per_sample * throughput / (self.peak_flops * self.world),
-                        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                        "peak_memory_gb": peak_memory_gb(self.device),
                     }
                 )
                 window_start, waited, samples = time.perf_counter(), 0.0, 0
