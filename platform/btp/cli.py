@@ -31,6 +31,12 @@ _tune = _command("btp.tune:main_tune")
 _quickstart = _command("btp.quickstart:main_quickstart")
 
 
+def _address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btp",
@@ -60,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument(
         "--images", type=int, default=20000, help="synthetic pictures to generate (default 20000)"
     )
-    quickstart.add_argument(
-        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
-    )
+    _address_option(quickstart)
     quickstart.add_argument(
         "--resume", action="store_true", help="finish an interrupted quickstart in OUT (also automatic)"
     )
@@ -100,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish a stopped study: finished trials are kept, unfinished ones continue from their checkpoints",
     )
-    tune.add_argument(
-        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
-    )
+    _address_option(tune)
     tune.set_defaults(func=_tune)
 
     data = sub.add_parser("data", help="datasets: synthetic data, conversion, validation")
@@ -378,9 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_tune.add_argument(
         "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"
     )
-    bench_tune.add_argument(
-        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
-    )
+    _address_option(bench_tune)
     bench_tune.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
     bench_tune.set_defaults(func=_bench_tune)
     return parser
