@@ -10,6 +10,7 @@ Each worker writes its timings and memory to a JSON file that the driver reads b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -155,6 +156,7 @@ def bench_worker(config: dict[str, Any]) -> None:
             self.optimizer, self.scheduler = optimizer, scheduler
             # parameters FSDP left whole (scalars): the step averages their gradients itself
             self.replicated = [p for p in model.parameters() if sharded and not hasattr(p, "to_local")]
+            self.autocast = contextlib.nullcontext()  # fp32 on the CPU, as Trainer on a CPU worker
 
     stepper = Step()
     vocab = model.config.text.vocab_size
