@@ -31,7 +31,7 @@ def test_bench_tune_help():
         assert option in out.stdout
     args = build_parser().parse_args(["bench", "tune"])
     assert args.bridges == "add,gated,scaled_add" and args.samples is None and args.out == "runs/bench_tune"
-    assert (args.steps, args.eval_every, args.reduction_factor, args.startup_trials) == (300, 50, 3, None)
+    assert (args.steps, args.eval_every, args.reduction_factor, args.startup_trials) == (300, 100, 3, None)
 
 
 def test_bench_tune_refuses_a_bad_space(tmp_path, capsys):
