@@ -48,7 +48,10 @@ def test_bench_tune_refuses_a_bad_space(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
-    """A 2 x 1 grid (2 trials) against 1 Optuna + ASHA trial of 4 steps each on tiny synthetic data."""
+    """A 1 x 1 grid against 2 Optuna + ASHA trials of 4 steps each on tiny synthetic data.
+
+    In a space of one setting, TPE's second trial repeats the first: it reuses that run and trains no step.
+    """
     from btp.data.synth import write_synthetic
 
     data = tmp_path / "data"
@@ -57,8 +60,8 @@ def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
     steps = 4
     cmd = [
         sys.executable, "-m", "btp.cli", "bench", "tune", "--out", str(out), "--data", str(data),
-        "--steps", str(steps), "--eval-every", "2", "--bridges", "add,gated", "--lrs", "1e-3",
-        "--samples", "1", "--json", str(figures), "train.batch_size=8", "train.num_workers=1",
+        "--steps", str(steps), "--eval-every", "2", "--bridges", "gated", "--lrs", "1e-3",
+        "--samples", "2", "--json", str(figures), "train.batch_size=8", "train.num_workers=1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -67,13 +70,29 @@ def test_tiny_grid_against_optuna_writes_every_figure(tmp_path):
     report = json.loads(figures.read_text())
     for key in ("metric_gap", "steps_ratio", "grid_best", "optuna_best", "grid_steps", "optuna_steps"):
         assert report[key] is not None, key
-    assert report["grid_trials"] == 2 and report["optuna_trials"] == 1 and report["n_startup_trials"] == 2
+    assert report["grid_trials"] == 1 and report["optuna_trials"] == 2 and report["n_startup_trials"] == 1
     grid, optuna = report["grid"], report["optuna"]
     # the grid runs every setting once, each to the end
-    assert grid["trials"] == 2 and grid["finished"] == 2
+    assert grid["trials"] == 1 and grid["finished"] == 1
     assert report["grid_steps"] == grid["trials"] * steps
-    assert {(t["bridge"], t["lr"]) for t in grid["per_trial"]} == {(b, 1e-3) for b in ("add", "gated")}
-    assert optuna["trials"] == 1 and report["optuna_steps"] == steps  # a lone trial is never cut
+    assert [(t["bridge"], t["lr"]) for t in grid["per_trial"]] == [("gated", 1e-3)]
+    # Optuna: the first trial trains; the second has the same settings and replays the first's evaluations
+    assert optuna["trials"] == 2 and optuna["duplicates"] == 1 and optuna["finished"] == 1
+    assert report["optuna_steps"] == steps
+    first, repeat = sorted(optuna["per_trial"], key=lambda t: t["status"] == "DUPLICATE")
+    assert repeat["status"] == "DUPLICATE" and repeat["steps"] == 0 and repeat["metric"] == first["metric"]
+    trials = json.loads((out / "optuna" / "summary.json").read_text())["stages"][0]["trials"]
+    copy = next(t for t in trials if t["status"] == "DUPLICATE")
+    original = next(t for t in trials if t["status"] != "DUPLICATE")
+    assert copy["duplicate_of"] == original["trial"]
+    assert not (out / "optuna" / "search" / copy["trial"] / "metrics.jsonl").exists()  # nothing trained
+    # Optuna's own record: both trials complete with the same value (the sampler learned from the repeat)
+    import optuna as optuna_lib
+
+    storage = f"sqlite:///{out / 'optuna' / 'optuna.db'}"
+    (study_name,) = optuna_lib.get_all_study_names(storage)
+    values = [t.value for t in optuna_lib.load_study(study_name=study_name, storage=storage).trials]
+    assert len(values) == 2 and values[0] == values[1] == pytest.approx(first["metric"])
     assert report["steps_ratio"] == pytest.approx(report["optuna_steps"] / report["grid_steps"])
     assert report["metric_gap"] == pytest.approx(report["grid_best"] - report["optuna_best"])
     assert report["grid_best"] == max(t["metric"] for t in grid["per_trial"])

@@ -416,13 +416,16 @@ def _trial_run(study_path: Path, stage: Stage, trial: dict) -> Run:
     candidates = [Path(trial["run_dir"])] if trial.get("run_dir") else []
     candidates.append(study_path / stage.name / name)  # the study folder may have moved
     folder = next((c for c in candidates if _kind(c) == "run"), None)
-    if folder is None:
+    if trial.get("duplicate_of"):  # the sampler repeated an ended trial's settings: its run was reused
+        run = Run(name, candidates[0], notes=[f"same settings as {trial['duplicate_of']}; its result reused"])
+    elif folder is None:
         run = Run(name, candidates[0], notes=["run folder missing"], status="no metrics")
     else:
         run = load_run(folder, name)
     run.stage, run.parent = stage.name, trial.get("parent")
     run.params = dict(trial.get("params") or {})
-    run.trial_metric = _number(trial.get("metric"))
+    # a duplicate's value is its original's: counted once, in the plots and the per-bridge spread
+    run.trial_metric = None if trial.get("duplicate_of") else _number(trial.get("metric"))
     run.stage_metric = stage.metric
     if trial.get("status"):
         run.status = str(trial["status"])

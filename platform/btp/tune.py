@@ -40,6 +40,7 @@ from btp.train.run import absolute_paths
 
 SUMMARY = "summary.json"
 TRIAL_FILE = "trial.json"
+ENDED_FILE = "ended.json"  # written by the driver when a trial ends (finished or stopped by the scheduler)
 # the Tune function that launches a trial's TorchTrainer only waits on it: Ray Train's workers do the work
 TRIAL_DRIVER_CPUS = 0.1
 
@@ -250,7 +251,6 @@ def run_trial(config: dict[str, Any], stage: Stage, study: str, root: str) -> No
     if done.is_file():  # finished before the study's driver stopped: its result, not a second run
         tune.report({"step": json.loads(done.read_text()).get("steps", 0), **json.loads(done.read_text())})
         return
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "trial": trial,
         "stage": stage.name,
@@ -258,8 +258,63 @@ def run_trial(config: dict[str, Any], stage: Stage, study: str, root: str) -> No
         "parent": parent["trial"] if parent else None,
         "run_dir": str(out),
     }
+    same = None if (out / "config.yaml").is_file() else same_settings(out.parent, record)
+    out.mkdir(parents=True, exist_ok=True)
+    if same is not None:
+        record["duplicate_of"] = same.name
     (out / TRIAL_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if same is not None:
+        replay(same, stage.metric)
+        return
     train(cfg, resume=(out / "config.yaml").is_file(), callbacks=[_forwarder(stage.metric)])
+
+
+def _settings(record: dict[str, Any]) -> str:
+    return json.dumps({"params": record["params"], "parent": record.get("parent")}, sort_keys=True)
+
+
+def same_settings(stage_dir: Path, record: dict[str, Any]) -> Path | None:
+    """An ended trial of the stage that trained exactly these settings (the sampler suggested them again).
+
+    Runs are seeded, so the same settings train the same run again: the trial replays that run's evaluations
+    instead (the sampler and the scheduler see the same results, no step is trained twice). This happens in
+    spaces of `choice` keys, where TPE re-suggests its favourite; a trial that failed is never reused.
+    """
+    wanted = _settings(record)
+    for other in sorted(stage_dir.glob(f"*/{TRIAL_FILE}")):
+        run = other.parent
+        if run.name == record["trial"] or not (run / ENDED_FILE).is_file():
+            continue
+        try:
+            theirs = json.loads(other.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "duplicate_of" in theirs or _settings(theirs) != wanted:
+            continue
+        if (run / "metrics.jsonl").is_file():
+            return run
+    return None
+
+
+def _evaluations(run: Path, metric: str) -> list[dict[str, Any]]:
+    """The rows of the run's metrics.jsonl that hold `metric`, in order."""
+    rows = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and metric in row:
+            rows.append(row)
+    return rows
+
+
+def replay(run: Path, metric: str) -> None:
+    """Report an earlier run's evaluations to Ray Tune, step by step, as if this trial had trained them."""
+    from ray import tune
+
+    for row in _evaluations(run, metric):
+        tune.report(row)
 
 
 # ---- results --------------------------------------------------------------------------------------------------
@@ -291,6 +346,10 @@ def collect(root: Path, stage: Stage, errors: set[str]) -> list[dict[str, Any]]:
     for record_file in sorted((root / stage.name).glob(f"*/{TRIAL_FILE}")):
         record = json.loads(record_file.read_text())
         run = record_file.parent
+        if record.get("duplicate_of"):  # the earlier trial's result; this one trained no step
+            value, _ = _last_metric(run.parent / record["duplicate_of"], stage.metric)
+            trials.append({**record, "status": "DUPLICATE", "metric": value, "steps": 0})
+            continue
         value, steps = _last_metric(run, stage.metric)
         if (run / "summary.json").is_file() and (run / "model").is_dir():
             status = "TERMINATED"
@@ -360,8 +419,12 @@ def write_summary(
 # ---- the driver -------------------------------------------------------------------------------------------------
 
 
-def _progress(study: str, stage: str, metric: str):
-    """Console lines as trials start, evaluate and end (Tune's own tables are turned off)."""
+def _progress(study: str, stage: str, metric: str, stage_dir: Path):
+    """Console lines as trials start, evaluate and end (Tune's own tables are turned off).
+
+    A trial that ends (finished or stopped by the scheduler) gets ENDED_FILE in its run directory: its settings
+    may then be reused by a later trial that samples the same ones.
+    """
     from ray.tune import Callback
 
     class Progress(Callback):
@@ -378,6 +441,15 @@ def _progress(study: str, stage: str, metric: str):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
+            run = stage_dir / f"{stage}_{trial.trial_id}"
+            if run.is_dir():
+                (run / ENDED_FILE).write_text(json.dumps({"step": last.get("step")}) + "\n")
+                record = run / TRIAL_FILE
+                same = json.loads(record.read_text()).get("duplicate_of") if record.is_file() else None
+                if same:
+                    print(
+                        f"[{study}] {stage} trial {trial.trial_id}: same settings as {same}, its run reused"
+                    )
             print(
                 f"[{study}] {stage} trial {trial.trial_id} ended at step {last.get('step')}: "
                 f"{metric} {_fmt(last.get(metric))}",
@@ -442,7 +514,7 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
         tune.with_parameters(run_trial, stage=stage, study=study, root=str(root)), {"CPU": TRIAL_DRIVER_CPUS}
     )
     experiment = root / "tune" / stage.name
-    callbacks = [_progress(study, stage.name, stage.metric)]
+    callbacks = [_progress(study, stage.name, stage.metric, root / stage.name)]
     if resume and tune.Tuner.can_restore(str(experiment)):
         print(f"[{study}] stage {stage.name}: resuming its trials", flush=True)
         tuner = tune.Tuner.restore(

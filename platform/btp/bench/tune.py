@@ -4,7 +4,7 @@ Both studies search the same space (every bridge variant x every learning rate, 
 data, with the same steps per trial. The grid runs every combination to the end; Optuna samples fewer trials
 with TPE and ASHA stops the weaker ones at their evaluations. Figures: the best final val/vqa_score of each
 (trials that ran to the end), the training steps each used (the sum of its trials' steps, stopped ones
-included), `metric_gap` = grid best - Optuna best (in score units: 0.01 is one percentage point) and
+included; a trial whose settings TPE suggested again reuses the ended run and trains none), `metric_gap` = grid best - Optuna best (in score units: 0.01 is one percentage point) and
 `steps_ratio` = Optuna steps / grid steps. The goal: a gap of at most 1 point with at most 35 % of the steps.
 
     OUT/data/               the synthetic data (unless --data names shards)
@@ -164,6 +164,8 @@ def study_figures(summary: dict[str, Any], wall_s: float) -> dict[str, Any]:
         "finished": sum(t["status"] == "TERMINATED" for t in trials),
         "stopped": sum(t["status"] == "STOPPED" for t in trials),
         "errors": sum(t["status"] == "ERROR" for t in trials),
+        # TPE suggested an ended trial's settings again: its run was reused, no step trained
+        "duplicates": sum(t["status"] == "DUPLICATE" for t in trials),
         "wall_s": round(wall_s, 1),
         "per_trial": [
             {
@@ -212,9 +214,9 @@ def print_table(report: dict[str, Any]) -> None:
     rows = [
         ("trials", str(g["trials"]), str(o["trials"])),
         (
-            "ran to the end / stopped",
-            f"{g['finished']} / {g['stopped']}",
-            f"{o['finished']} / {o['stopped']}",
+            "to the end / stopped / repeat",
+            f"{g['finished']} / {g['stopped']} / {g['duplicates']}",
+            f"{o['finished']} / {o['stopped']} / {o['duplicates']}",
         ),
         (f"best {METRIC}", _pct(g["best"]), _pct(o["best"])),
         ("best setting", _params(g["best_params"]), _params(o["best_params"])),
