@@ -275,6 +275,27 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+def test_compiled_layers_give_the_same_outputs_and_gradients():
+    """Regional torch.compile (every layer's forward): outputs and gradients equal eager's, names unchanged."""
+    no_dropout = dict(dropout=0.0, attention_dropout=0.0, text={"dropout": 0.0, "attention_dropout": 0.0})
+    torch.manual_seed(0)
+    eager = BridgeTowerForVQA(tiny(**no_dropout))
+    compiled = BridgeTowerForVQA(eager.config)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_layers()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    ids, mask, pixels = batch(eager.config)
+    labels = torch.ones(B, eager.config.vqa_num_labels) * 0.3
+    out = [m(ids, mask, pixels, labels=labels) for m in (eager, compiled)]
+    assert torch.allclose(out[0].logits, out[1].logits, atol=1e-5)
+    for o in out:
+        o.loss.backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
 def test_wrap_units_cover_every_layer():
     cfg = tiny()
     model = BridgeTowerForPretraining(cfg)

@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="itm: backbone + ITM head; pretrain: also one MLM+ITM step vs the two-pass recipe",
     )
     model.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    model.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time ours with every layer compiled (train.compile: true), ours eager beside it (default: on)",
+    )
     model.add_argument("--bf16", action="store_true", help="also time bf16 autocast against the bf16 peak")
     model.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
     model.set_defaults(func=_bench_model)

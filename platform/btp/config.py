@@ -60,10 +60,14 @@ TASKS = (
 
 @dataclass
 class TowersConfig:
-    """Uni-modal towers to start from when there is no BridgeTower checkpoint (hub ids or local dirs)."""
+    """Uni-modal towers to start from when there is no BridgeTower checkpoint (hub ids or local dirs).
 
-    vision: str = MISSING
-    text: str = MISSING
+    vision: a transformers CLIPVisionModel, or a run/checkpoint of ours or a BridgeTower whose vision tower is
+    taken (e.g. an image-classification run); text: a RobertaModel, or likewise. A tower left out starts fresh.
+    """
+
+    vision: str | None = None
+    text: str | None = None
 
 
 @dataclass
@@ -131,6 +135,9 @@ class TrainConfig:
     lr_mult_cross_modal: float = 5.0
     precision: str = _choice("fp32", "fp32", "bf16")
     fsdp: bool = True
+    # torch.compile each layer (vision blocks, text and cross-modal layers) once before the first step:
+    # faster steps (fused LayerNorm/GELU/residuals) for a one-off compile of a few seconds to minutes
+    compile: bool = False
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = None
@@ -565,6 +572,9 @@ _AT_LEAST = {
 
 
 def _check_ranges(exp: ExperimentConfig) -> None:
+    towers = exp.model.init_towers
+    if towers is not None and not towers.vision and not towers.text:
+        raise _Problem("model.init_towers", "names no tower; give vision, text or both")
     for key, low in _AT_LEAST.items():
         section, *names = key.split(".")
         value = getattr(exp, section)

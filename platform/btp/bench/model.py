@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -111,60 +112,81 @@ def run_model_bench(args: argparse.Namespace) -> int:
     print(
         f"btp bench model: preset {args.preset}, batch {b}, {n} tokens, {size} px, {report['threads']} threads"
     )
-    ours, theirs = _models(cfg)
+    eager, theirs = _models(cfg)
+    models = {"ours_eager": eager}
+    report["compiled"] = bool(args.compile)
+    if args.compile:  # regional compilation, as `train.compile: true` does in btp train
+        models["ours"] = copy.deepcopy(eager)
+        models["ours"].compile_layers()
+    else:
+        models["ours"] = eager
+    ours = models["ours"]
     ids, mask, pixels = _inputs(cfg, b, n, size)
     labels = torch.arange(b) % 2
 
-    ours.eval()
     theirs.eval()
     with torch.no_grad():
-        diff = (
-            ours(ids, mask, pixels).itm_logits
-            - theirs(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
-        )
-    report["max_abs_diff"] = diff.abs().max().item()
-    print(f"  outputs: max |ours - transformers| = {report['max_abs_diff']:.2e} (eval, fp32)")
-    ours.train()
+        reference = theirs(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
+        for name, model in models.items():
+            model.eval()
+            diff = (model(ids, mask, pixels).itm_logits - reference).abs().max().item()
+            report["max_abs_diff" if name == "ours" else "eager_max_abs_diff"] = diff
+            model.train()
     theirs.train()
+    print(
+        f"  outputs: max |ours - transformers| = {report['max_abs_diff']:.2e} (eval, fp32"
+        + (", ours compiled)" if args.compile else ")")
+    )
 
-    def ours_fwd() -> torch.Tensor:
-        return F.cross_entropy(ours(ids, mask, pixels).itm_logits, labels)
+    def forward_of(model: torch.nn.Module) -> Callable[[], torch.Tensor]:
+        return lambda: F.cross_entropy(model(ids, mask, pixels).itm_logits, labels)
 
     def theirs_fwd() -> torch.Tensor:
         return theirs(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
 
-    secs = interleaved(
-        {"ours": _train_step(ours_fwd, ours), "transformers": _train_step(theirs_fwd, theirs)}, args.repeats
-    )
+    steps = {"ours": _train_step(forward_of(ours), ours)}
+    if args.compile:
+        steps["ours_eager"] = _train_step(forward_of(eager), eager)
+    steps["transformers"] = _train_step(theirs_fwd, theirs)
+    secs = interleaved(steps, args.repeats)
+    secs.setdefault("ours_eager", secs["ours"])
     flops = forward_flops(cfg, n, size)
     peak = matmul_peak()
+    tflops = {name: train_flops(flops) * b / s / 1e12 for name, s in secs.items()}
     report.update(
         ours_s=secs["ours"],
+        ours_eager_s=secs["ours_eager"],
         transformers_s=secs["transformers"],
         ratio=secs["transformers"] / secs["ours"],
+        eager_ratio=secs["transformers"] / secs["ours_eager"],
         forward_gflop_per_sample=flops / 1e9,
-        model_tflops=train_flops(flops) * b / secs["ours"] / 1e12,
-        transformers_model_tflops=train_flops(flops) * b / secs["transformers"] / 1e12,
+        model_tflops=tflops["ours"],
+        eager_model_tflops=tflops["ours_eager"],
+        transformers_model_tflops=tflops["transformers"],
         peak_fp32_tflops=peak / 1e12,
     )
-    report["mfu"] = report["model_tflops"] * 1e12 / peak
-    report["transformers_mfu"] = report["transformers_model_tflops"] * 1e12 / peak
+    report["mfu"] = tflops["ours"] * 1e12 / peak
+    report["eager_mfu"] = tflops["ours_eager"] * 1e12 / peak
+    report["transformers_mfu"] = tflops["transformers"] * 1e12 / peak
+    compiled = f", ours eager {secs['ours_eager'] * 1e3:.0f} ms" if args.compile else ""
     print(
-        f"  forward+backward: ours {secs['ours'] * 1e3:.0f} ms, transformers {secs['transformers'] * 1e3:.0f} ms "
-        f"(median of {args.repeats}) -> ratio {report['ratio']:.2f}x"
+        f"  forward+backward: ours {secs['ours'] * 1e3:.0f} ms{compiled}, transformers "
+        f"{secs['transformers'] * 1e3:.0f} ms (median of {args.repeats}) -> ratio {report['ratio']:.2f}x"
+        + (f" (eager {report['eager_ratio']:.2f}x)" if args.compile else "")
     )
     print(
         f"  model FLOPs: {flops / 1e9:.1f} GFLOP forward per sample; ours {report['model_tflops'] * 1e3:.1f} GFLOP/s"
     )
     print(
-        f"  fp32 matmul peak {peak / 1e9:.1f} GFLOP/s -> MFU ours {report['mfu']:.1%}, "
-        f"transformers {report['transformers_mfu']:.1%}"
+        f"  fp32 matmul peak {peak / 1e9:.1f} GFLOP/s -> MFU ours {report['mfu']:.1%}"
+        + (f" (eager {report['eager_mfu']:.1%})" if args.compile else "")
+        + f", transformers {report['transformers_mfu']:.1%}"
     )
 
     if args.bf16:
-        _bench_bf16(report, ours_fwd, ours, flops, b, args.repeats)
+        _bench_bf16(report, forward_of(ours), ours, flops, b, args.repeats)
     if args.task == "pretrain":
-        _bench_pretrain(report, cfg, b, n, size, args.repeats)
+        _bench_pretrain(report, cfg, b, n, size, args.repeats, args.compile)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"  figures written to {args.json}")
@@ -193,11 +215,13 @@ def _bench_bf16(
 
 
 def _bench_pretrain(
-    report: dict[str, Any], cfg: BridgeTowerConfig, b: int, n: int, size: int, repeats: int
+    report: dict[str, Any], cfg: BridgeTowerConfig, b: int, n: int, size: int, repeats: int, compile: bool
 ) -> None:
     """One MLM+ITM step sharing the vision pass vs the official recipe's two full forward passes."""
     torch.manual_seed(0)
     model = BridgeTowerForPretraining(cfg).train()
+    if compile:
+        model.compile_layers()
     ids, mask, pixels = _inputs(cfg, b, n, size, seed=1)
     mlm_labels = torch.full_like(ids, -100)
     mlm_labels[:, 1 : max(2, n * 15 // 100)] = ids[:, 1 : max(2, n * 15 // 100)]

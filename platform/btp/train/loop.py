@@ -127,6 +127,8 @@ class Trainer:
         self.replicated: list[torch.nn.Parameter] = []
         bf16 = cfg.train.precision == "bf16" and self.device.type == "cuda"
         sharded = cfg.train.fsdp and self.world > 1
+        if cfg.train.compile:  # each layer's forward; FSDP's hooks around it stay eager
+            self.model.compile_layers()
         if sharded:
             apply_fsdp(self.model, bf16=bf16, device_type=self.device.type)
             self.replicated = replicated_params(self.model)
