@@ -372,6 +372,33 @@ def config_from_official(state: dict[str, torch.Tensor], hparams: dict[str, Any]
 
 
 # ---- CLIP and RoBERTa towers -------------------------------------------------------------------------------------
+def read_tower(src: str | Path, kind: str) -> tuple[VisionConfig | TextConfig, dict[str, torch.Tensor]]:
+    """One tower ("vision" or "text"): its config and `vision_model.*` / `text_model.*` weights.
+
+    From a BridgeTower checkpoint directory (ours, or a run of ours: its `model/`; or transformers') the tower is
+    cut out of the whole model; anything else is read as a transformers CLIPVisionModel / RobertaModel.
+    """
+    path = Path(src)
+    if (path / "model" / "config.json").is_file():  # a run of ours: its final weights
+        path = path / "model"
+    if (path / "config.json").is_file() and _is_bridgetower(path / "config.json"):
+        config, state = read_checkpoint(path)
+        root = f"{PREFIX}{kind}_model."
+        tower = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(root)}
+        if not tower:
+            raise CheckpointFormatError(f"{src}: this BridgeTower checkpoint holds no {kind} tower weights")
+        return (config.vision if kind == "vision" else config.text), tower
+    return read_clip_vision(src) if kind == "vision" else read_roberta(src)
+
+
+def _is_bridgetower(config_file: Path) -> bool:
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and ("bridgetower_platform" in raw or raw.get("model_type") == "bridgetower")
+
+
 def read_clip_vision(src: str | Path) -> tuple[VisionConfig, dict[str, torch.Tensor]]:
     """A transformers CLIPVisionModel (dir or hub id) -> our vision config and `vision_model.visual.*` weights."""
     from transformers import CLIPVisionModel

@@ -77,6 +77,33 @@ def test_from_clip_and_roberta_towers(tmp_path):
     assert torch.equal(ours, clip.state_dict()["encoder.layers.0.mlp.fc1.weight"])
 
 
+def test_vision_tower_from_an_image_classification_run_text_fresh(tmp_path):
+    """A run of ours (here an image classifier) lends its vision tower; the tower left out starts fresh, seeded."""
+    from bridgetower import BridgeTowerForImageClassification
+
+    torch.manual_seed(5)
+    vision = {"image_size": 48, "patch_size": 16}
+    cls_model = BridgeTowerForImageClassification(
+        BridgeTowerConfig.preset("tiny", num_labels=12).replace(vision=vision)
+    )
+    cls_model.save_pretrained(tmp_path / "runs" / "shapes" / "model")
+    cfg = _cfg(init_towers=TowersConfig(vision=str(tmp_path / "runs" / "shapes")))
+    a, b = build_model(cfg), build_model(cfg)
+    lent = a.bridgetower.vision_model.state_dict()
+    assert lent.keys() == cls_model.vision_model.state_dict().keys()
+    assert all(torch.equal(v, cls_model.vision_model.state_dict()[k]) for k, v in lent.items())
+    assert a.config.vision.image_size == 48 and a.config.vision.patch_size == 16
+    # the text tower and the cross-modal layers are fresh, and the same on every rank (seeded)
+    assert torch.equal(_words(a), _words(b))
+    # a checkpoint without the asked tower is one clear error
+    import pytest
+
+    from bridgetower.formats import CheckpointFormatError
+
+    with pytest.raises(CheckpointFormatError, match="holds no text tower weights"):
+        build_model(_cfg(init_towers=TowersConfig(text=str(tmp_path / "runs" / "shapes"))))
+
+
 # ---- classification: num_labels from the data (or the config) ----------------------------------------------
 def _cls_cfg(root, task: str = "image_classification", **data) -> ExperimentConfig:
     cfg = ExperimentConfig()

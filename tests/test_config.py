@@ -226,9 +226,9 @@ def test_save_resolved_round_trips(tmp_path, keep):
         ),
         (MINIMAL + "model:\n  preset: huge\n", [], "model.preset: 'huge' is not one of tiny, base, large"),
         (
-            MINIMAL + "model:\n  init_towers: {vision: v}\n",
+            MINIMAL + "model:\n  init_towers: {}\n",
             [],
-            "model.init_towers.text: missing value (required)",
+            "model.init_towers: names no tower; give vision, text or both",
         ),
         (MINIMAL + "train:\n  batch_size: 0\n", [], "train.batch_size: must be at least 1, got 0"),
         (

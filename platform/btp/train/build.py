@@ -135,6 +135,9 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     """The task model: fresh, from a checkpoint (`init_from`, which may be `runs/NAME`), or from two towers."""
     cls = TASK_MODELS[MODEL_TASKS[cfg.data.task]]
     config = model_config(cfg)
+    torch.manual_seed(
+        cfg.train.seed
+    )  # whatever starts fresh (heads, a tower left out) is the same on every rank
     if cfg.model.init_from:
         source = Path(cfg.model.init_from)
         if (source / "model" / "config.json").is_file():  # an earlier run of ours: its final weights
@@ -147,7 +150,6 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         return cls.from_pretrained(str(source), image_size=config.vision.image_size, **keep)
     if cfg.model.init_towers:
         return cls.from_towers(cfg.model.init_towers.vision, cfg.model.init_towers.text, config=config)
-    torch.manual_seed(cfg.train.seed)
     return cls(config)
 
 
