@@ -162,6 +162,19 @@ def make_study(folder: Path, name: str = "bridges") -> Path:
                 "trial": trial,
             }
         )
+    # TPE suggested vqa_000's settings again: that trial replayed vqa_000's run and trained nothing
+    vqa_trials.append(
+        {
+            "trial": "vqa_002",
+            "run_dir": str((folder / "vqa" / "vqa_002").resolve()),
+            "params": {"train.lr": 1e-4},
+            "parent": "pretrain_001",
+            "duplicate_of": "vqa_000",
+            "status": "DUPLICATE",
+            "metric": 0.6,
+            "steps": 0,
+        }
+    )
     summary = {
         "study": name,
         "metric": "val/vqa_score",
@@ -226,7 +239,7 @@ def section(page: str, key: str) -> str:
 def test_the_report_has_every_section_and_valid_plots(built, capsys):
     assert built["code"] == 0
     page = (built["out"] / "report.html").read_text()
-    assert "Comparison of study bridges (pretrain → vqa; 9 trials); 2 runs: vqa-add, vqa-gated" in page
+    assert "Comparison of study bridges (pretrain → vqa; 10 trials); 2 runs: vqa-add, vqa-gated" in page
     for key in ("overview", "curves", "bridges", "lr", "parallel", "importance", "wandb"):
         assert section(page, key).strip()
     assert "<script" not in page and "http" not in page.replace('href="#', "")  # nothing from the network
@@ -299,6 +312,9 @@ def test_summary_tables_match_the_inputs(built):
     assert rows["vqa_001"] == ["vqa_001", "TERMINATED", "pretrain_001", "3e-05", "0.7", "30"]
     assert "Best: vqa_001 (stage vqa): val/vqa_score = 0.7 with train.lr=3e-05" in md
     assert "pretrain_006: no summary.json: the run did not finish" in md
+    # a repeat is listed, but its value (its original's) is not counted twice
+    assert rows["vqa_002"] == ["vqa_002", "DUPLICATE", "pretrain_001", "0.0001", "—", "0"]
+    assert "vqa_002: same settings as vqa_000; its result reused" in md
     table = [line for line in md.splitlines() if line.startswith("| trial | model.bridge")]
     assert table == ["| trial | model.bridge | pretrain.train.lr | vqa.train.lr | val/vqa_score |"]
 
