@@ -176,7 +176,7 @@ def _apply_overrides(config: BridgeTowerConfig, overrides: dict[str, Any]) -> Br
     vision_keys = {"image_size", "patch_size"}
     nested = {k: overrides.pop(k) for k in list(overrides) if k in vision_keys}
     if nested:
-        overrides["vision"] = nested
+        overrides["vision"] = {**(overrides.get("vision") or {}), **nested}
     return config.replace(**overrides)
 
 

@@ -52,6 +52,18 @@ def test_from_an_earlier_run_of_ours(tmp_path):
     earlier.save_pretrained(tmp_path / "runs" / "pre" / "model")
     model = build_model(_cfg(init_from=str(tmp_path / "runs" / "pre")))  # the run folder: its final weights
     assert model.config.bridge == "gated" and torch.equal(_words(model), _words(earlier))
+    # the experiment's model.config changes the checkpoint's config (losses, dropout, the picture size)
+    said = {"dropout": 0.0, "itc": True, "vision": {"image_size": 48}}
+    tuned = build_model(_cfg(init_from=str(tmp_path / "runs" / "pre"), config=said))
+    assert tuned.config.dropout == 0.0 and tuned.config.itc and tuned.config.vision.image_size == 48
+    assert torch.equal(_words(tuned), _words(earlier))
+    # ... but a size the weights do not have is one error naming the mis-shaped keys
+    import pytest
+
+    from bridgetower.pretrained import CheckpointMismatchError
+
+    with pytest.raises(CheckpointMismatchError, match="word_embeddings"):
+        build_model(_cfg(init_from=str(tmp_path / "runs" / "pre"), config={"text": {"hidden_size": 64}}))
 
 
 def test_from_clip_and_roberta_towers(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -147,7 +148,10 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
             for k, v in config.to_dict().items()
             if k in ("vqa_num_labels", "num_labels", "gradient_checkpointing")
         }
-        return cls.from_pretrained(str(source), image_size=config.vision.image_size, **keep)
+        # the checkpoint's config, changed where the experiment says (model.config: the task's loss and head,
+        # dropout, ...; a size that does not fit the weights is one clear error listing the mis-shaped keys)
+        said = copy.deepcopy(dict(cfg.model.config))
+        return cls.from_pretrained(str(source), **said, image_size=config.vision.image_size, **keep)
     if cfg.model.init_towers:
         return cls.from_towers(cfg.model.init_towers.vision, cfg.model.init_towers.text, config=config)
     return cls(config)
