@@ -173,3 +173,20 @@ def test_classification_classes_come_from_the_labels_file_beside_the_shards(tmp_
     _shard(tmp_path / "glue_rte_train_0.arrow")
     (tmp_path / "glue_rte_labels.json").write_text('["entailment", "not_entailment"]')
     assert num_labels(text) == 2 and build_model(text).classifier.out_proj.out_features == 2
+
+
+def test_relative_paths_become_absolute_for_the_workers(tmp_path, monkeypatch):
+    """Ray Train workers run in another folder: every local path an experiment names is made absolute."""
+    from btp.train.run import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "shapes_vision").mkdir(parents=True)
+    (tmp_path / "runs" / "pre").mkdir()
+    cfg = _cfg(
+        init_from="runs/pre", init_towers=TowersConfig(vision="runs/shapes_vision", text="roberta-base")
+    )
+    fixed = absolute_paths(cfg)
+    assert fixed.model.init_from == str(tmp_path / "runs" / "pre")
+    assert fixed.model.init_towers.vision == str(tmp_path / "runs" / "shapes_vision")
+    assert fixed.model.init_towers.text == "roberta-base"  # not a local folder: a hub id, left alone
+    assert cfg.model.init_towers.vision == "runs/shapes_vision"  # the caller's config is not changed

@@ -121,6 +121,9 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg.data.vqa_answers = fix(cfg.data.vqa_answers)
     cfg.data.labels = fix(cfg.data.labels)
     cfg.model.init_from = fix(cfg.model.init_from)
+    if cfg.model.init_towers is not None:
+        cfg.model.init_towers.vision = fix(cfg.model.init_towers.vision)
+        cfg.model.init_towers.text = fix(cfg.model.init_towers.text)
     cfg.train.storage = (
         str(Path(cfg.train.storage).resolve()) if "://" not in cfg.train.storage else cfg.train.storage
     )
