@@ -114,7 +114,8 @@ class PretrainedMixin:
 
         vision: a transformers `CLIPVisionModel` (dir or hub id), or a BridgeTower checkpoint whose vision tower
         is taken (ours, e.g. an image-classification run's `model/`, or a transformers BridgeTower); text: a
-        `RobertaModel`, or likewise a BridgeTower checkpoint's text tower.
+        `RobertaModel`, or likewise a BridgeTower checkpoint's text tower. `overrides` change config fields, as
+        in `from_pretrained` (`image_size` resizes the tower's position table bicubically).
         """
         if vision is None and text is None:
             raise ValueError("from_towers needs a vision tower, a text tower or both")

@@ -87,6 +87,11 @@ def test_from_clip_and_roberta_towers(tmp_path):
     assert torch.equal(_words(model), roberta.embeddings.word_embeddings.weight)
     ours = model.bridgetower.vision_model.visual.transformer.resblocks[0].mlp.c_fc.weight
     assert torch.equal(ours, clip.state_dict()["encoder.layers.0.mlp.fc1.weight"])
+    # the experiment's picture size wins over the tower's: its position table is resized once, when loaded
+    cfg.data.image_size = 96
+    bigger = build_model(cfg)
+    positions = bigger.bridgetower.vision_model.visual.embeddings.position_embedding.weight
+    assert bigger.config.vision.image_size == 96 and positions.shape[0] == (96 // 8) ** 2 + 1
 
 
 def test_vision_tower_from_an_image_classification_run_text_fresh(tmp_path):
@@ -100,6 +105,7 @@ def test_vision_tower_from_an_image_classification_run_text_fresh(tmp_path):
     )
     cls_model.save_pretrained(tmp_path / "runs" / "shapes" / "model")
     cfg = _cfg(init_towers=TowersConfig(vision=str(tmp_path / "runs" / "shapes")))
+    cfg.data.image_size = 48
     a, b = build_model(cfg), build_model(cfg)
     lent = a.bridgetower.vision_model.state_dict()
     assert lent.keys() == cls_model.vision_model.state_dict().keys()

@@ -153,7 +153,9 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
         said = copy.deepcopy(dict(cfg.model.config))
         return cls.from_pretrained(str(source), **said, image_size=config.vision.image_size, **keep)
     if cfg.model.init_towers:
-        return cls.from_towers(cfg.model.init_towers.vision, cfg.model.init_towers.text, config=config)
+        towers = cfg.model.init_towers
+        # the experiment's picture size wins over the tower's: its position table is resized once, when loaded
+        return cls.from_towers(towers.vision, towers.text, config=config, image_size=config.vision.image_size)
     return cls(config)
 
 
