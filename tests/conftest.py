@@ -80,3 +80,32 @@ def local_ray():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A real S3 API on loopback (moto's server; the one fake: no cloud account here) with an empty bucket.
+
+    Yields the bucket's URI; AWS_ENDPOINT_URL and test credentials are in the environment, so pyarrow (in this
+    process and in Ray workers started from it) talks to it as to S3.
+    """
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir("btp-test")
+    try:
+        yield "s3://btp-test"
+    finally:
+        server.stop()

@@ -196,19 +196,38 @@ def test_image_classification_learns_the_synthetic_shapes(synth, tmp_path):
     assert model.classifier.out_features == len(json.loads((synth / "shapes_labels.json").read_text()))
 
 
-def test_text_classification_trains_from_its_experiment(synth, tmp_path):
-    args = _args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2")
+def test_text_classification_trains_from_its_experiment_into_s3(synth, tmp_path, s3_bucket, capsys):
+    """The text tower alone, its run stored in S3 (a local S3 server): Ray's checkpoints and the run's files."""
+    from btp.train.storage import RunStorage, staging_dir
+
+    storage = f"{s3_bucket}/runs"
+    args = [*_args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2"), f"train.storage={storage}"]
+    args += ["train.checkpoint_every=2", "train.name=text_cls_s3"]
     assert main(["train", "experiments/synth/text_cls.yaml", *args]) == 0
-    run = tmp_path / "runs" / "text_cls"
-    summary = json.loads((run / "summary.json").read_text())
+    store = RunStorage(storage, "text_cls_s3")
+    summary = json.loads(store.read_text("summary.json"))
     assert (
         summary["steps"] == 4
         and 0.0 <= summary["val/accuracy"] <= 1.0
         and 0.0 <= summary["test/accuracy"] <= 1.0
     )
-    assert [r["step"] for r in _rows(run) if "val/accuracy" in r] == [2, 4]
-    model = BridgeTowerForTextClassification.from_pretrained(run / "model")
+    rows = [json.loads(line) for line in store.read_text("metrics.jsonl").splitlines()]
+    assert [r["step"] for r in rows if "val/accuracy" in r] == [2, 4]
+    assert store.exists("config.yaml") and store.exists("model/model.safetensors")
+    assert f"{storage}/text_cls_s3" in capsys.readouterr().out  # where it went, as the user named it
+    # Ray Train wrote the step-2 checkpoint into the same S3 folder
+    import pyarrow.fs as pafs
+
+    listed = [i.path for i in store.fs.get_file_info(pafs.FileSelector(store.path, recursive=True))]
+    assert any("/checkpoint_" in p and p.endswith("meta.json") for p in listed), listed
+    down = tmp_path / "down"
+    store.pull(down)
+    model = BridgeTowerForTextClassification.from_pretrained(down / "model")
     assert model.classifier.out_proj.out_features == 2
+    # the same name again is refused, naming the S3 folder
+    assert main(["train", "experiments/synth/text_cls.yaml", *args]) == 2
+    assert f"{storage}/text_cls_s3 holds an earlier run" in capsys.readouterr().err
+    assert staging_dir(storage, "text_cls_s3").is_dir()
 
 
 def test_classification_without_data_or_classes_is_one_clear_message(synth, tmp_path, capsys):

@@ -22,6 +22,7 @@ from btp.track import Tracker
 from btp.train.build import build_model
 from btp.train.optim import build_optimizer, warmup_linear_decay
 from btp.train.parallel import apply_fsdp, average_gradients, replicated_params
+from btp.train.storage import RunStorage, is_remote
 
 
 def _cpu_peak_flops() -> float:
@@ -141,6 +142,11 @@ class Trainer:
         self.scheduler = warmup_linear_decay(self.optimizer, total_steps, t.warmup, t.end_lr)
         self.step = 0
         self.epoch, self.batches_in_epoch = 0, 0  # the data position, for exact resume
+        # a remote train.storage: rank 0 writes the run's files to a local staging folder and copies them up
+        remote = is_remote(cfg.train.storage) and self.rank == 0
+        self.store = RunStorage(cfg.train.storage, cfg.train.name) if remote else None
+        if self.store is not None and not (self.run_dir / "metrics.jsonl").exists():
+            self.store.pull(self.run_dir)  # restarted on another node: the metrics logged so far
         self.resumed = self.load_checkpoint()
         if self.rank == 0:
             self.trim_metrics()
@@ -236,6 +242,8 @@ class Trainer:
             ray.train.report(
                 {"step": self.step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp)
             )
+        if self.store is not None:
+            self.store.push(self.run_dir)
 
     def load_checkpoint(self) -> bool:
         """Continue from Ray's latest checkpoint of this run, if it has one (restart after a failure or --resume)."""
@@ -408,13 +416,20 @@ class Trainer:
         return {}
 
     # ---- logging and saving --------------------------------------------------------------------------------
-    def log(self, metrics: dict[str, Any], track: bool = True) -> None:
+    def log(self, metrics: dict[str, Any], track: bool = True, push: bool = False) -> None:
+        """Append to metrics.jsonl and print (rank 0), then report to Ray (every rank).
+
+        `push`: copy the run's files up to a remote train.storage before reporting (the last report may end
+        the run at once).
+        """
         import ray.train
 
         metrics = {"step": self.step, **metrics}
         if self.rank == 0:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
+            if push and self.store is not None:
+                self.store.push(self.run_dir)
             shown = "  ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
             )
@@ -481,7 +496,7 @@ class Trainer:
             self.tracker.log(final, step=self.step)
             self.tracker.finish({"steps": self.step, **final})
         # reported last: a scheduler (ASHA at max_t) may end the run as soon as it sees this report
-        self.log(final, track=False)
+        self.log(final, track=False, push=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

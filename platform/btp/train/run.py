@@ -21,10 +21,21 @@ from btp.train.build import (
     shard_paths,
 )
 from btp.train.optim import planned_steps
+from btp.train.storage import RunStorage, is_remote, staging_dir
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
+    """The run's folder; for a remote train.storage (s3://...) the local staging folder of its files."""
+    if is_remote(cfg.train.storage):
+        return staging_dir(cfg.train.storage, cfg.train.name)
     return (Path(cfg.train.storage) / cfg.train.name).resolve()
+
+
+def run_location(cfg: ExperimentConfig) -> str:
+    """Where the run's files end up, as the user would name it (a path, or the remote URI)."""
+    if is_remote(cfg.train.storage):
+        return f"{cfg.train.storage.rstrip('/')}/{cfg.train.name}"
+    return str(run_dir(cfg))
 
 
 def _check(cfg: ExperimentConfig) -> None:
@@ -48,15 +59,23 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     _check(cfg)
     cfg = absolute_paths(cfg)
     out = run_dir(cfg)
-    check_earlier(out, (out / "config.yaml").is_file(), resume)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out / "config.yaml")
+    store = RunStorage(cfg.train.storage, cfg.train.name) if is_remote(cfg.train.storage) else None
+    if store is None:
+        check_earlier(out, (out / "config.yaml").is_file(), resume)
+    else:
+        check_earlier(store.uri, store.exists("config.yaml"), resume)  # type: ignore[arg-type]
     samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
+    out.mkdir(parents=True, exist_ok=True)
+    if store is not None:
+        store.pull(out)  # a resumed run's metrics and wandb files, written elsewhere before
+    save_resolved(cfg, out / "config.yaml")
+    if store is not None:
+        store.push(out)
     image_size = model_config(cfg).vision.image_size
     t = cfg.train
     print(
         f"btp train {t.name}: {cfg.data.task}, {samples} training samples, {steps} steps of "
-        f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {out}",
+        f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {run_location(cfg)}",
         flush=True,
     )
     # report() waits for one controller poll (2 s by default); workers print once, not twice
@@ -85,7 +104,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
             dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
             run_config=RunConfig(
                 name=t.name,
-                storage_path=str(out.parent),
+                # a remote storage: Ray Train writes the checkpoints there through the same pyarrow filesystem
+                storage_path=store.root if store else str(out.parent),
+                storage_filesystem=store.fs if store else None,
                 failure_config=FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                 callbacks=list(callbacks),
@@ -95,6 +116,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     finally:
         if started_here:
             ray.shutdown()
+    if store is not None:
+        return json.loads(store.read_text("summary.json"))
     return json.loads((out / "summary.json").read_text())
 
 
@@ -160,5 +183,6 @@ def main_train(args: argparse.Namespace) -> int:
         return 1
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
     print(f"btp train {cfg.train.name}: done in {time.perf_counter() - start:.0f} s: {shown}")
-    print(f"  model: {run_dir(cfg) / 'model'}; metrics: {run_dir(cfg) / 'metrics.jsonl'}")
+    where = run_location(cfg)
+    print(f"  model: {where}/model; metrics: {where}/metrics.jsonl")
     return 0
