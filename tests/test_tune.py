@@ -122,6 +122,16 @@ def test_unknown_bridge_and_non_evaluation_metric_are_refused(tmp_path):
         check_space(plan_stages(load_experiment(path), path, [])[1])
 
 
+def test_a_study_on_remote_storage_is_refused_before_anything_starts(tmp_path):
+    from btp.tune import study_dir
+
+    cfg = load_experiment(
+        ROOT / "experiments" / "synth" / "vqa_lr.yaml", ["train.storage=s3://bucket/studies"]
+    )
+    with pytest.raises(ConfigError, match=r"train.storage: a study keeps .* not s3://bucket/studies"):
+        study_dir(cfg)
+
+
 def test_missing_stage_experiment_and_missing_tune_section(tmp_path):
     doc = _study_doc()
     doc["tune"]["stages"][1]["experiment"] = "nope.yaml"

@@ -67,6 +67,11 @@ class Stage:
 
 
 def study_dir(cfg: ExperimentConfig) -> Path:
+    if "://" in cfg.train.storage and not cfg.train.storage.startswith("file://"):
+        raise ConfigError(
+            f"train.storage: a study keeps its trials, Optuna storage and Ray Tune state in a folder every node "
+            f"sees (a local or shared path), not {cfg.train.storage}; remote storage is for btp train runs"
+        )
     return (Path(cfg.train.storage) / cfg.train.name).resolve()
 
 
