@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     else:
         check_earlier(store.uri, store.exists("config.yaml"), resume)  # type: ignore[arg-type]
     samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
+    if store is not None and not resume:
+        shutil.rmtree(out, ignore_errors=True)  # staged files of an earlier run whose remote folder is gone
     out.mkdir(parents=True, exist_ok=True)
     if store is not None:
         store.pull(out)  # a resumed run's metrics and wandb files, written elsewhere before
