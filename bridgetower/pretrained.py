@@ -121,14 +121,11 @@ class PretrainedMixin:
             raise ValueError("from_towers needs a vision tower, a text tower or both")
         base = config or BridgeTowerConfig.preset("base")
         parts, state, sources = {}, {}, []
-        if vision is not None:
-            parts["vision"], vstate = formats.read_tower(vision, "vision")
-            state.update(vstate)
-            sources.append(str(vision))
-        if text is not None:
-            parts["text"], tstate = formats.read_tower(text, "text")
-            state.update(tstate)
-            sources.append(str(text))
+        for kind, src in (("vision", vision), ("text", text)):
+            if src is not None:
+                parts[kind], tower = formats.read_tower(src, kind)
+                state.update(tower)
+                sources.append(str(src))
         config = _apply_overrides(base.replace(**parts), overrides)
         model = cls(config)
         prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else ""

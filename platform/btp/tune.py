@@ -37,6 +37,7 @@ from btp.config import (
 )
 from btp.train.build import DataMissingError
 from btp.train.run import absolute_paths
+from btp.train.storage import is_remote
 
 SUMMARY = "summary.json"
 TRIAL_FILE = "trial.json"
@@ -67,7 +68,7 @@ class Stage:
 
 
 def study_dir(cfg: ExperimentConfig) -> Path:
-    if "://" in cfg.train.storage and not cfg.train.storage.startswith("file://"):
+    if is_remote(cfg.train.storage):
         raise ConfigError(
             f"train.storage: a study keeps its trials, Optuna storage and Ray Tune state in a folder every node "
             f"sees (a local or shared path), not {cfg.train.storage}; remote storage is for btp train runs"
