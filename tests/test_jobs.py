@@ -156,7 +156,7 @@ class Head:
         self.env = {**self.client_env, MARKER: self.marker, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2"}
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 120) -> None:
         ports = {
             "--port": _free_port(),
             "--dashboard-port": self.dashboard_port,

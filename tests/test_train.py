@@ -12,6 +12,24 @@ from btp.cli import main
 from btp.data.synth import write_synthetic
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_ray():
+    """One local Ray for the module's runs (`btp train` joins a running Ray): saves a start and a stop per run.
+
+    The settings `btp train` gives a Ray it starts itself are set before this one starts, so its processes see
+    them too.
+    """
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    ray.init(log_to_driver=True)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
@@ -198,8 +216,12 @@ def test_image_classification_learns_the_synthetic_shapes(synth, tmp_path):
 
 def test_text_classification_trains_from_its_experiment_into_s3(synth, tmp_path, s3_bucket, capsys):
     """The text tower alone, its run stored in S3 (a local S3 server): Ray's checkpoints and the run's files."""
+    import ray
+
     from btp.train.storage import RunStorage, staging_dir
 
+    # the workers must see the S3 server's address (set by s3_bucket): this run starts a Ray of its own
+    ray.shutdown()
     storage = f"{s3_bucket}/runs"
     args = [*_args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2"), f"train.storage={storage}"]
     args += ["train.checkpoint_every=2", "train.name=text_cls_s3"]

@@ -36,7 +36,7 @@ from btp.config import (
     parse_override,
 )
 from btp.train.build import DataMissingError
-from btp.train.run import absolute_paths
+from btp.train.run import absolute_paths, quiet_data_context, quiet_ray_env
 from btp.train.storage import is_remote
 
 SUMMARY = "summary.json"
@@ -581,8 +581,7 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     finished = {s["name"]: s for s in previous["stages"] if s.get("finished")}
     write_summary(root, name, stages, done, storage)
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    quiet_ray_env()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
@@ -590,7 +589,7 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     if started_here:
         ray.init(address=address, log_to_driver=True, **({} if address else local_ray_options()))
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        quiet_data_context()
         for i, stage in enumerate(stages):
             if i > 0:
                 parents = best_trials(done[-1]["trials"], stages[i - 1].mode, stages[i - 1].top_k)

@@ -127,7 +127,6 @@ def read_shards(
             f"unknown shard type: {', '.join(other[:5])}; expected .arrow/.ipc/.feather or .parquet"
         )
     shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None
-    remote = {"num_cpus": num_cpus} if num_cpus is not None else {}
     parts = []
     if ipc:
         source = ArrowIPCDatasource(
@@ -137,9 +136,9 @@ def read_shards(
             optional_columns=optional_columns,
             shuffle=shuffle,
         )
-        parts.append(ray.data.read_datasource(source, ray_remote_args=remote))
+        parts.append(ray.data.read_datasource(source, num_cpus=num_cpus))
     if parquet:
-        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, ray_remote_args=remote)
+        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, num_cpus=num_cpus)
         table = table.rename_columns({"path": "_file"})
         if columns:
             table = table.select_columns([*columns, *_parquet_has(parquet, optional_columns), "_file"])

@@ -501,7 +501,20 @@ class Trainer:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point."""
+    import logging
+
     from omegaconf import OmegaConf
+
+    from btp.train.run import ray_log_level
+
+    # Ray Train logs every report at INFO on the console (the run prints its own progress); its module logs
+    # under its file name, outside the "ray.train" logger
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(ray_log_level())
+    except ImportError:  # another Ray version: its logs stay as they are
+        pass
 
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), config["experiment"]))
     Trainer(cfg, config["run_dir"], config["total_steps"]).train()

@@ -39,6 +39,37 @@ def run_location(cfg: ExperimentConfig) -> str:
     return str(run_dir(cfg))
 
 
+def ray_log_level() -> str:
+    """The level of Ray's own library logs (Train, Data) on the console: BTP_RAY_LOG_LEVEL, default WARNING.
+
+    Progress lines of the run come from the run itself; Ray's per-report and per-dataset INFO lines would bury
+    them. Set BTP_RAY_LOG_LEVEL=INFO to see them (they are always in Ray's session logs).
+    """
+    return os.environ.get("BTP_RAY_LOG_LEVEL", "WARNING").upper()
+
+
+def quiet_ray_env() -> None:
+    """Before ray.init: Ray Data's processes log at ray_log_level() (they read it from their environment)."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", ray_log_level())
+    os.environ.setdefault(
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
+    )  # report() waits for one controller poll
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # workers print once, not twice
+
+
+def quiet_data_context() -> None:
+    """After ray.init, before datasets are built: no progress bars, no execution plans on the console."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    verbose = ray_log_level() in ("DEBUG", "INFO")
+    ctx.print_on_execution_start = verbose
+    # Datasets run in Ray's processes, which have no terminal: with progress bars on (and not Ray's tqdm) Ray
+    # Data logs progress at INFO, hidden below WARNING; with them off it warns once per dataset that they are
+    ctx.enable_progress_bars = not verbose
+    ctx.use_ray_tqdm = False
+
+
 def _check(cfg: ExperimentConfig) -> None:
     if cfg.train.num_workers > 1 and not cfg.train.fsdp:
         raise ConfigError("train.fsdp: false needs train.num_workers: 1 (several workers shard with FSDP2)")
@@ -51,7 +82,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     """
     import ray
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from btp.data.pipeline import build_dataset
@@ -81,14 +112,12 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {run_location(cfg)}",
         flush=True,
     )
-    # report() waits for one controller poll (2 s by default); workers print once, not twice
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    quiet_ray_env()
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        quiet_data_context()
         datasets = {"train": build_dataset(data_spec(cfg, "train", image_size))}
         if cfg.data.val:
             datasets["val"] = build_dataset(data_spec(cfg, "val", image_size))
@@ -113,6 +142,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
                 failure_config=FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
                 callbacks=list(callbacks),
+                logging_config=LoggingConfig(log_level=ray_log_level()),
             ),
         )
         trainer.fit()
