@@ -30,8 +30,8 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
     # one worker per trial: sharding over workers is tested with btp train; here the whole chain is the point
     shrink = [
         "train.max_steps=4",
-        "train.eval_every=2",
-        "train.checkpoint_every=2",
+        "train.eval_every=4",  # evaluated once, at the end; no checkpoint (resuming is tested in test_train)
+        "train.checkpoint_every=4",
         "train.batch_size=16",
         "train.num_workers=1",
     ]

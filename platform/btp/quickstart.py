@@ -1,8 +1,8 @@
 """`btp quickstart [--out DIR]`: the whole platform on a laptop, offline, in one command.
 
-Synthetic data -> the tiny model pre-trained with two bridge variants -> each fine-tuned on VQA with a small
-Optuna sweep -> evaluation on the test split per question type -> the comparison report. Writes
-OUT/summary.json (`seconds`, `best_vqa_accuracy`, per-type accuracies and baselines, the table of trials).
+Synthetic data -> a vision tower trained to tell colours and shapes apart -> the tiny model pre-trained from it
+with two bridge variants -> each fine-tuned on VQA with a small Optuna sweep -> evaluation on the test split per
+question type -> the comparison report. Writes OUT/summary.json (`seconds`, `best_vqa_accuracy`, per-type accuracies and baselines, the table of trials).
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 STUDY_FILE = Path("experiments") / "synth" / "quickstart.yaml"
+VISION_FILE = Path("experiments") / "synth" / "shapes_vision.yaml"  # the vision tower the study starts from
 TYPES = ("color", "shape", "count", "exist", "position")
 IMAGE_SIZE = 48  # the quickstart study's picture size (one 16 px patch per grid cell)
 
 
-def study_file() -> Path:
-    """The quickstart study in the repository (next to the sources, or under the current folder)."""
+def study_file(name: Path = STUDY_FILE) -> Path:
+    """An experiment of the repository (next to the sources, or under the current folder)."""
     for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (root / STUDY_FILE).is_file():
-            return root / STUDY_FILE
+        if (root / name).is_file():
+            return root / name
     raise FileNotFoundError(
-        f"{STUDY_FILE} not found; run btp quickstart from the repository's folder (it holds experiments/)"
+        f"{name} not found; run btp quickstart from the repository's folder (it holds experiments/)"
     )
 
 
@@ -45,6 +46,26 @@ def make_data(out: Path, images: int, start: float) -> Path:
     _say(f"writing {images} synthetic pictures with captions, questions and answers to {data}", start)
     write_synthetic(data, images=images, seed=0, image_size=IMAGE_SIZE, log=lambda _: None)
     return data
+
+
+def train_vision_tower(out: Path, data: Path, extra: list[str], start: float) -> Path:
+    """The colour x shape classifier whose vision tower every pre-training of the study starts from."""
+    from btp.config import load_experiment
+    from btp.train.run import train
+
+    run = out / "shapes_vision"
+    if (run / "summary.json").is_file():
+        _say(f"vision tower already trained in {run}", start)
+        return run
+    _say(f"training the vision tower: a colour x shape classifier of one-object pictures -> {run}", start)
+    cfg = load_experiment(
+        study_file(VISION_FILE),
+        [f"data.root={data}", f"train.storage={out}", "train.name=shapes_vision", *extra],
+    )
+    cfg.track.group = "quickstart"
+    result = train(cfg, resume=run.is_dir())  # an interrupted quickstart continues it from its checkpoint
+    _say(f"vision tower: {_pct(result.get('test/accuracy'))} of the test pictures' colour x shape", start)
+    return run
 
 
 def per_type(best_run: Path, data: Path) -> dict[str, Any]:
@@ -93,20 +114,28 @@ def run_quickstart(
     study: Path | None = None,
 ) -> dict[str, Any]:
     from btp.report import main_report
-    from btp.tune import run_study
+    from btp.tune import run_study, study_ray
 
     start = time.perf_counter()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = make_data(out, images, start)
     study = study or study_file()
-    _say(
-        f"study {study}: pre-train 2 bridge variants, fine-tune each on VQA (Optuna TPE); runs in {out}",
-        start,
-    )
-    overrides = [f"data.root={data}", f"train.storage={out}", "train.name=study", *(extra or [])]
     resume = resume or (out / "study" / "summary.json").is_file()
-    summary = run_study(study, overrides, resume=resume, address=address)
+    with study_ray(address):  # one Ray for the vision tower and the study
+        vision = train_vision_tower(out, data, extra or [], start)
+        _say(
+            f"study {study}: pre-train 2 bridge variants, fine-tune each on VQA (Optuna TPE); runs in {out}",
+            start,
+        )
+        overrides = [
+            f"data.root={data}",
+            f"train.storage={out}",
+            "train.name=study",
+            f"model.init_towers.vision={vision}",
+            *(extra or []),
+        ]
+        summary = run_study(study, overrides, resume=resume)
     best = summary["best"]
     if best is None:
         raise RuntimeError(f"no VQA trial finished; see {out / 'study' / 'summary.json'}")

@@ -16,11 +16,13 @@ before it: the parent is one more searched choice, its run becomes the trial's `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -562,7 +564,6 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
 
 def run_study(path: Path, overrides: list[str], resume: bool = False, address: str | None = None) -> dict:
     """Every stage of the study in order; returns the study summary (also STUDY/summary.json)."""
-    import ray
 
     cfg = load_experiment(path, overrides)
     stages = plan_stages(cfg, path, overrides)
@@ -581,15 +582,7 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     finished = {s["name"]: s for s in previous["stages"] if s.get("finished")}
     write_summary(root, name, stages, done, storage)
 
-    quiet_ray_env()
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
-    address = address or os.environ.get("RAY_ADDRESS")
-    started_here = not ray.is_initialized()
-    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
-    if started_here:
-        ray.init(address=address, log_to_driver=True, **({} if address else local_ray_options()))
-    try:
-        quiet_data_context()
+    with study_ray(address):
         for i, stage in enumerate(stages):
             if i > 0:
                 parents = best_trials(done[-1]["trials"], stages[i - 1].mode, stages[i - 1].top_k)
@@ -619,11 +612,29 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
             done.append(record)
             _settle_optuna(storage, f"{name}.{stage.name}", record["trials"])
             write_summary(root, name, stages, done, storage)
+    return write_summary(root, name, stages, done, storage)
+
+
+@contextlib.contextmanager
+def study_ray(address: str | None = None) -> Iterator[None]:
+    """The Ray a study runs on: the one this process is connected to, else `address` (or RAY_ADDRESS), else a
+    local Ray started here and shut down at the end."""
+    import ray
+
+    quiet_ray_env()
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
+    if started_here:
+        ray.init(address=address, log_to_driver=True, **({} if address else local_ray_options()))
+    try:
+        quiet_data_context()
+        yield
     finally:
         if started_here:
             ray.shutdown()
             _restore_env("RAY_API_SERVER_ADDRESS", api_server)
-    return write_summary(root, name, stages, done, storage)
 
 
 def local_ray_options() -> dict[str, Any]:
