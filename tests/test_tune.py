@@ -256,7 +256,7 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
     runs = tmp_path / "runs"
     cmd = [
         sys.executable, "-m", "btp.cli", "tune", str(path), f"data.root={data}", f"train.storage={runs}",
-        "train.max_steps=12", "train.eval_every=9", "train.checkpoint_every=3", "train.batch_size=8",
+        "train.max_steps=12", "train.eval_every=3", "train.checkpoint_every=3", "train.batch_size=8",
         "train.num_workers=1", "track.wandb=false",
     ]  # fmt: skip
     study = runs / "study"
