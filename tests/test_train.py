@@ -19,13 +19,12 @@ def shared_ray():
     The settings `btp train` gives a Ray it starts itself are set before this one starts, so its processes see
     them too.
     """
-    import os
-
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(log_to_driver=True)
+    from btp.train.run import quiet_ray_env
+
+    quiet_ray_env()
+    ray.init(log_to_driver=True, include_dashboard=False)  # no Tune here: nothing needs the dashboard
     yield
     ray.shutdown()
 
@@ -108,6 +107,8 @@ def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys, monkey
     assert 0.0 <= summary["test/vqa_score"] <= 1.0
     out = capsys.readouterr().out
     assert "btp train vqa: done" in out and "val/vqa_score" in out
+    # the run's progress, not Ray's INFO lines (BTP_RAY_LOG_LEVEL, default WARNING)
+    assert "[vqa] step 2  train/loss" in out and "Reporting training result" not in out
 
 
 def test_missing_data_is_one_clear_message(tmp_path, capsys):
