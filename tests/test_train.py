@@ -125,6 +125,14 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys):
     assert "data.train: no shard matches" in err and "btp data synth" in err
 
 
+def test_a_bad_ray_log_level_is_one_clear_message(synth, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BTP_RAY_LOG_LEVEL", "loud")
+    assert main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "BTP_RAY_LOG_LEVEL='LOUD' is not a log level" in err and "WARNING" in err
+    assert not (tmp_path / "runs").exists()  # stopped before the run wrote anything
+
+
 def test_config_errors_stop_before_ray(capsys):
     assert main(["train", "experiments/synth/vqa.yaml", "train.lrr=1"]) == 2
     assert "did you mean train.lr?" in capsys.readouterr().err

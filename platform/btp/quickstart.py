@@ -2,7 +2,8 @@
 
 Synthetic data -> a vision tower trained to tell colours and shapes apart -> the tiny model pre-trained from it
 with two bridge variants -> each fine-tuned on VQA with a small Optuna sweep -> evaluation on the test split per
-question type -> the comparison report. Writes OUT/summary.json (`seconds`, `best_vqa_accuracy`, per-type accuracies and baselines, the table of trials).
+question type -> the comparison report. Writes OUT/summary.json (`seconds`, `best_vqa_accuracy`, per-type
+accuracies and baselines, the table of trials).
 """
 
 from __future__ import annotations

@@ -39,22 +39,29 @@ def run_location(cfg: ExperimentConfig) -> str:
     return str(run_dir(cfg))
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def ray_log_level() -> str:
     """The level of Ray's own library logs (Train, Data) on the console: BTP_RAY_LOG_LEVEL, default WARNING.
 
     Progress lines of the run come from the run itself; Ray's per-report and per-dataset INFO lines would bury
     them. Set BTP_RAY_LOG_LEVEL=INFO to see them (they are always in Ray's session logs).
     """
-    return os.environ.get("BTP_RAY_LOG_LEVEL", "WARNING").upper()
+    level = os.environ.get("BTP_RAY_LOG_LEVEL", "WARNING").strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"BTP_RAY_LOG_LEVEL={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
 
 
 def quiet_ray_env() -> None:
-    """Before ray.init: Ray Data's processes log at ray_log_level() (they read it from their environment)."""
+    """Before ray.init, the settings Ray's processes read from their environment: Ray Data logs at
+    ray_log_level(); report() waits for one controller poll (2 s by default); workers print once, not twice."""
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", ray_log_level())
-    os.environ.setdefault(
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
-    )  # report() waits for one controller poll
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # workers print once, not twice
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 def quiet_data_context() -> None:
@@ -89,6 +96,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     from btp.train.loop import train_loop_per_worker
 
     _check(cfg)
+    ray_log_level()  # a bad BTP_RAY_LOG_LEVEL stops the run before it writes anything
     cfg = absolute_paths(cfg)
     out = run_dir(cfg)
     store = RunStorage(cfg.train.storage, cfg.train.name) if is_remote(cfg.train.storage) else None
