@@ -67,3 +67,17 @@ def test_warmup_then_linear_decay_per_group():
         sched.step()
     assert [round(a, 6) for a, _ in lrs] == [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
     assert lrs[2][1] == pytest.approx(10.0) and lrs[6][1] == pytest.approx(5.0)
+
+
+def test_a_run_cut_short_by_its_epochs_says_so():
+    from btp.config import load_experiment
+    from btp.train.run import epoch_bound_note
+
+    cfg = load_experiment("experiments/synth/vqa_scratch.yaml", ["train.max_steps=1500", "train.epochs=1"])
+    steps = planned_steps(48_000, 1, 64, 1, cfg.train.epochs, cfg.train.max_steps)
+    assert steps == 750
+    note = epoch_bound_note(cfg, steps)
+    assert note and "train.epochs=1" in note and "step 750" in note and "train.max_steps=1500" in note
+    assert epoch_bound_note(cfg, 1500) is None  # max_steps reached: nothing to say
+    cfg.train.max_steps = None
+    assert epoch_bound_note(cfg, 750) is None  # no max_steps: the epochs decide, as asked

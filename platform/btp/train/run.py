@@ -120,6 +120,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         f"{t.num_workers} x {t.batch_size} x {t.grad_accum} -> {run_location(cfg)}",
         flush=True,
     )
+    short = epoch_bound_note(cfg, steps)
+    if short:
+        print(short, flush=True)
     quiet_ray_env()
     started_here = not ray.is_initialized()
     if started_here:
@@ -167,6 +170,17 @@ def planned_run(cfg: ExperimentConfig) -> tuple[int, int]:
     samples = count_samples(cfg.data.task, shard_paths(cfg, "train"))
     t = cfg.train
     return samples, planned_steps(samples, t.num_workers, t.batch_size, t.grad_accum, t.epochs, t.max_steps)
+
+
+def epoch_bound_note(cfg: ExperimentConfig, steps: int) -> str | None:
+    """A note when `train.epochs` ends the run before `train.max_steps` (the smaller of the two decides)."""
+    t = cfg.train
+    if not t.max_steps or steps >= t.max_steps:
+        return None
+    return (
+        f"btp train {t.name}: note: train.epochs={t.epochs} ends the run at step {steps}, before "
+        f"train.max_steps={t.max_steps}; raise train.epochs to run all {t.max_steps} steps"
+    )
 
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
