@@ -120,6 +120,9 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
+    # torch threads of each training worker; 0: on CPU, the node's cores shared among its training workers
+    # (Ray alone gives a worker one thread per reserved CPU, at least 1: one core of two idle), on GPU Ray's
+    threads: int = 0
     batch_size: int = 32
     grad_accum: int = 1
     max_steps: int | None = None
@@ -556,6 +559,7 @@ _AT_LEAST = {
     "train.eval_every": 1,
     "train.checkpoint_every": 1,
     "train.keep_checkpoints": 1,
+    "train.threads": 0,
     "train.lr": 0,
     "train.warmup": 0,
     "data.max_text_len": 1,
