@@ -231,6 +231,7 @@ def test_save_resolved_round_trips(tmp_path, keep):
             "model.init_towers: names no tower; give vision, text or both",
         ),
         (MINIMAL + "train:\n  batch_size: 0\n", [], "train.batch_size: must be at least 1, got 0"),
+        (MINIMAL, ["train.threads=-2"], "train.threads: must be at least 0, got -2"),
         (
             MINIMAL + "  tokenizer: ${data.rot}/t\n",
             [],

@@ -67,14 +67,3 @@ def test_mfu_and_memory_denominators_on_the_cpu():
     assert peak_flops(cpu) > 1e8  # a measured fp32 matmul rate, not a table entry
     assert 0.01 < peak_memory_gb(cpu) < 1024  # this process's peak resident memory, in GiB
     assert GPU_PEAK_BF16["H100"] > GPU_PEAK_BF16["A100"] > GPU_PEAK_BF16["A10G"]
-
-
-def test_a_cpu_worker_gets_its_share_of_the_cores_not_one_thread_per_reserved_cpu():
-    from btp.train.loop import worker_threads
-
-    cores = len(os.sched_getaffinity(0))
-    assert worker_threads(0, use_gpu=False, local_workers=1) == cores  # Ray alone: 1 thread for 0.5 CPU
-    assert worker_threads(0, use_gpu=False, local_workers=cores) == 1
-    assert worker_threads(0, use_gpu=False, local_workers=4 * cores) == 1  # never 0
-    assert worker_threads(3, use_gpu=False, local_workers=2) == 3  # train.threads set: taken as is
-    assert worker_threads(0, use_gpu=True, local_workers=1) is None  # on GPU Ray's default stays

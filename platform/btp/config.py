@@ -120,8 +120,8 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
-    # torch threads of each training worker; 0: on CPU, the node's cores shared among its training workers
-    # (Ray alone gives a worker one thread per reserved CPU, at least 1: one core of two idle), on GPU Ray's
+    # torch threads of each training worker; 0: Ray's default, one per CPU the worker reserves (at least 1).
+    # A lone worker reserving 0.5 CPU of 2 cores leaves one idle: threads: 2 uses it
     threads: int = 0
     batch_size: int = 32
     grad_accum: int = 1

@@ -47,16 +47,6 @@ def peak_flops(device: torch.device) -> float:
     return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), 0.0)
 
 
-def worker_threads(threads: int, use_gpu: bool, local_workers: int) -> int | None:
-    """torch threads for one training worker: `threads` when set; on CPU the node's cores over its workers."""
-    if threads > 0:
-        return threads
-    if use_gpu:
-        return None  # the GPU does the work: Ray's default stays
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, local_workers))
-
-
 def peak_memory_gb(device: torch.device) -> float:
     """Peak accelerator memory allocated on a GPU; peak resident memory of the process on a CPU."""
     if device.type == "cuda":
@@ -128,11 +118,8 @@ class Trainer:
         self.cfg, self.run_dir, self.total_steps = cfg, Path(run_dir), total_steps
         self.rank = ray.train.get_context().get_world_rank()
         self.world = ray.train.get_context().get_world_size()
-        threads = worker_threads(
-            cfg.train.threads, cfg.train.use_gpu, ray.train.get_context().get_local_world_size()
-        )
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         self.task = cfg.data.task
         # this worker's accelerator (cuda:N with train.use_gpu, else the CPU); Ray Data delivers batches there
         self.device = ray.train.torch.get_device()
