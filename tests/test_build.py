@@ -8,7 +8,7 @@ from conftest import TINY_HF, hf_model
 from bridgetower import BridgeTowerConfig, BridgeTowerForPretraining
 from bridgetower.formats import canonical_to_official
 from btp.config import ExperimentConfig, TowersConfig
-from btp.train.build import build_model
+from btp.train.build import build_model, data_concurrency
 
 
 def _cfg(**model) -> ExperimentConfig:
@@ -21,6 +21,17 @@ def _cfg(**model) -> ExperimentConfig:
 
 def _words(model) -> torch.Tensor:
     return model.bridgetower.text_model.embeddings.word_embeddings.weight
+
+
+def test_data_tasks_on_one_machine_are_capped_by_the_cpus_the_workers_leave():
+    cfg = ExperimentConfig()
+    cfg.train.num_workers, cfg.train.cpus_per_worker = 2, 0.5
+    assert data_concurrency(cfg, cluster_cpus=2, nodes=1) == 1
+    assert data_concurrency(cfg, cluster_cpus=16, nodes=1) == 15
+    assert data_concurrency(cfg, cluster_cpus=1, nodes=1) == 1  # never below one task
+    assert data_concurrency(cfg, cluster_cpus=64, nodes=4) == 0  # a cluster: Ray's own default
+    cfg.data.concurrency = 3  # set by the experiment: taken as it is
+    assert data_concurrency(cfg, 2, 1) == 3 and data_concurrency(cfg, 64, 4) == 3
 
 
 def test_from_scratch_is_seeded():

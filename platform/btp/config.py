@@ -103,6 +103,8 @@ class DataConfig:
     map_batch_size: int = 64
     # Ray's logical CPUs per read/preprocess task (below 1: they fit beside fractional train workers)
     cpus_per_task: float = 0.25
+    # most read / preprocessing tasks at once; 0: as many as their CPUs allow
+    concurrency: int = 0
     shuffle_buffer: int = 256
     vqa_answers: str | None = "${data.root}/vqa_answers.json"
     # image/text classification: a JSON list of class names (its length is num_labels); null: the
@@ -566,6 +568,7 @@ _AT_LEAST = {
     "data.image_size": 1,
     "data.map_batch_size": 1,
     "data.cpus_per_task": 0,
+    "data.concurrency": 0,
     "data.shuffle_buffer": 1,
     "tune.num_samples": 1,
     "tune.max_concurrent": 1,

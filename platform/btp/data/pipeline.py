@@ -48,6 +48,7 @@ class DataSpec:
     # Ray's logical CPUs per read/preprocess task: below 1 so that data tasks still fit beside fractional
     # train workers and a Tune trial's driver (a task asking for a whole CPU would wait forever for one)
     cpus_per_task: float = 0.25
+    concurrency: int = 0  # most read / preprocessing tasks at once (0: as many as their CPUs allow)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -202,6 +203,7 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         optional_columns=B.OPTIONAL_COLUMNS.get(spec.task, []),
         shuffle_seed=spec.seed + spec.epoch if spec.shuffle_files else None,
         num_cpus=spec.cpus_per_task,
+        concurrency=spec.concurrency or None,
     )
     if spec.on_bad_row == "skip" and spec.skip_counter is None:
         spec.skip_counter = f"btp-skipped-{uuid.uuid4().hex[:12]}"
@@ -213,6 +215,7 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         batch_size=spec.map_batch_size,
         batch_format="pyarrow",
         num_cpus=spec.cpus_per_task,
+        concurrency=spec.concurrency or None,
     )
 
 

@@ -113,6 +113,7 @@ def read_shards(
     shuffle_seed: int | None = None,
     num_cpus: float | None = None,
     optional_columns: Sequence[str] = (),
+    concurrency: int | None = None,
 ) -> ray.data.Dataset:
     """A streaming Ray Dataset over Arrow IPC and/or parquet shards (local paths, globs or URIs).
 
@@ -136,9 +137,11 @@ def read_shards(
             optional_columns=optional_columns,
             shuffle=shuffle,
         )
-        parts.append(ray.data.read_datasource(source, num_cpus=num_cpus))
+        parts.append(ray.data.read_datasource(source, num_cpus=num_cpus, concurrency=concurrency))
     if parquet:
-        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, num_cpus=num_cpus)
+        table = ray.data.read_parquet(
+            parquet, shuffle=shuffle, include_paths=True, num_cpus=num_cpus, concurrency=concurrency
+        )
         table = table.rename_columns({"path": "_file"})
         if columns:
             table = table.select_columns([*columns, *_parquet_has(parquet, optional_columns), "_file"])

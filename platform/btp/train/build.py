@@ -159,7 +159,10 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     return cls(config)
 
 
-def data_spec(cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0) -> DataSpec:
+def data_spec(
+    cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0, concurrency: int | None = None
+) -> DataSpec:
+    """The pipeline's settings for one split; `concurrency` overrides data.concurrency (see data_concurrency)."""
     d = cfg.data
     return DataSpec(
         task=d.task,
@@ -175,8 +178,23 @@ def data_spec(cfg: ExperimentConfig, split: str, image_size: int, epoch: int = 0
         on_bad_row=d.on_bad_row,
         map_batch_size=d.map_batch_size,
         cpus_per_task=d.cpus_per_task,
+        concurrency=d.concurrency if concurrency is None else concurrency,
         shuffle_files=split == "train",
     )
+
+
+def data_concurrency(cfg: ExperimentConfig, cluster_cpus: float, nodes: int) -> int:
+    """data.concurrency, or for 0 on one machine: its CPUs left beside the training workers (at least 1).
+
+    Data tasks reserve a fraction of a CPU (data.cpus_per_task) so they always fit beside fractional train
+    workers; without a cap, a small machine would run several at once, each process importing the libraries
+    and all of them sharing its cores with the training step. On a cluster (more than one node) the CPUs
+    Ray can schedule decide, as Ray's own default does.
+    """
+    if cfg.data.concurrency or nodes > 1:
+        return cfg.data.concurrency
+    t = cfg.train
+    return max(1, int(cluster_cpus - t.num_workers * t.cpus_per_worker))
 
 
 def count_samples(task: str, paths: list[str]) -> int:

@@ -17,6 +17,7 @@ from btp.train.build import (
     CLASSIFICATION,
     DataMissingError,
     count_samples,
+    data_concurrency,
     data_spec,
     model_config,
     shard_paths,
@@ -129,12 +130,14 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     try:
         quiet_data_context()
-        datasets = {"train": build_dataset(data_spec(cfg, "train", image_size))}
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        tasks = data_concurrency(cfg, ray.cluster_resources().get("CPU", 0), nodes)
+        datasets = {"train": build_dataset(data_spec(cfg, "train", image_size, concurrency=tasks))}
         if cfg.data.val:
-            datasets["val"] = build_dataset(data_spec(cfg, "val", image_size))
+            datasets["val"] = build_dataset(data_spec(cfg, "val", image_size, concurrency=tasks))
         # VQA: predictions in the official server's format; classification: test/accuracy
         if cfg.data.test and cfg.data.task in ("vqa", *CLASSIFICATION):
-            datasets["test"] = build_dataset(data_spec(cfg, "test", image_size))
+            datasets["test"] = build_dataset(data_spec(cfg, "test", image_size, concurrency=tasks))
         resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
         trainer = TorchTrainer(
             train_loop_per_worker,
