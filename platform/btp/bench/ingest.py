@@ -169,7 +169,7 @@ def ray_data(paths: list[str], spec: DataSpec, rows: int, workers: int, batch: i
             batch_size=spec.map_batch_size,
             batch_format="pyarrow",
             num_cpus=spec.cpus_per_task,
-            concurrency=workers,
+            compute=ray.data.TaskPoolStrategy(size=workers),
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "result.json"

@@ -215,7 +215,7 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         batch_size=spec.map_batch_size,
         batch_format="pyarrow",
         num_cpus=spec.cpus_per_task,
-        concurrency=spec.concurrency or None,
+        compute=ray.data.TaskPoolStrategy(size=spec.concurrency or None),
     )
 
 
