@@ -246,6 +246,10 @@ def collate(
     else:
         batch["pixel_values"] = np.stack([image_fn(s["image"], r) for s, r in zip(samples, rngs)])
     if task == "pretrain":
+        if tokenizer.mask_token_id is None:
+            raise ValueError(
+                "the tokenizer has no mask token (mask_token); masked-language pretraining needs one"
+            )
         batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
             text["input_ids"], text["special_tokens_mask"], rngs, tokenizer.mask_token_id, len(tokenizer)
         )

@@ -30,10 +30,13 @@ import io
 import math
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+if TYPE_CHECKING:  # torch is imported only where a tensor is made: data processes never pay for it
+    import torch
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,10 +46,23 @@ FILL = (128, 128, 128)
 Op = Callable[[Image.Image, float, random.Random], Image.Image]
 
 
+def normalized_array(image: Image.Image) -> np.ndarray:
+    """RGB PIL image -> [3, H, W] float32 array with CLIP mean/std."""
+    x = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    x = (x - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def uint8_array(image: Image.Image) -> np.ndarray:
+    """RGB PIL image -> [3, H, W] uint8 array (4x less to move than float; the model normalises it)."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+
+
 def normalize(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> [3, H, W] float tensor with CLIP mean/std."""
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    import torch
+
+    return torch.from_numpy(normalized_array(image))
 
 
 def clip_resize_crop(image: Image.Image, size: int) -> Image.Image:
@@ -323,27 +339,35 @@ TRANSFORMS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]] 
 
 def to_uint8(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> [3, H, W] uint8 tensor (4x less to move than float; the model normalises it)."""
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    import torch
+
+    return torch.from_numpy(uint8_array(image))
 
 
 def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float32 with CLIP mean/std (what `normalize` does, on a batch)."""
+    import torch
+
     mean = torch.tensor(CLIP_MEAN, device=pixels.device)[:, None, None]
     std = torch.tensor(CLIP_STD, device=pixels.device)[:, None, None]
     return (pixels.float() / 255.0 - mean) / std
 
 
 def train_transform(
-    name: str, size: int, normalized: bool = True
-) -> Callable[[Image.Image, random.Random], torch.Tensor]:
+    name: str, size: int, normalized: bool = True, as_numpy: bool = False
+) -> Callable[[Image.Image, random.Random], Any]:
     """Training transform `name` as fn(image, rng) -> normalised [3, size, size] float32 tensor
-    (or the uint8 pixels when `normalized` is False)."""
+    (or the uint8 pixels when `normalized` is False; numpy arrays instead of tensors when `as_numpy`, so a
+    data process need not import torch)."""
     if name not in TRANSFORMS:
         raise ValueError(f"unknown train transform {name!r}; known: {', '.join(TRANSFORMS)}")
     fn = TRANSFORMS[name]
-    finish = normalize if normalized else to_uint8
+    if as_numpy:
+        finish = normalized_array if normalized else uint8_array
+    else:
+        finish = normalize if normalized else to_uint8
 
-    def apply(image: Image.Image, rng: random.Random) -> torch.Tensor:
+    def apply(image: Image.Image, rng: random.Random) -> Any:
         return finish(fn(image.convert("RGB"), size, rng))
 
     apply.__name__ = f"train_transform_{name}"

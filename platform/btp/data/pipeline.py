@@ -18,6 +18,7 @@ import pyarrow as pa
 import ray.data
 
 from bridgetower import batches as B
+from bridgetower import tokenization
 from bridgetower.transforms import decode_image, train_transform
 from btp.data.shards import read_shards
 
@@ -60,15 +61,14 @@ class DataSpec:
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(path: str) -> Any:
-    """One tokenizer per worker process (a stateless function keeps the map a parallel task operator)."""
-    from transformers import AutoTokenizer
+    """One tokenizer per worker process (a stateless function keeps the map a parallel task operator).
 
-    return AutoTokenizer.from_pretrained(path)
+    Through `tokenizers` alone where the directory allows it: a data process then never imports torch."""
+    return tokenization.load_tokenizer(path)
 
 
 def _image_fn(spec: DataSpec):
-    transform = train_transform(spec.transform, spec.image_size, normalized=not spec.uint8_pixels)
-    return lambda picture, rng: transform(picture, rng).numpy()
+    return train_transform(spec.transform, spec.image_size, normalized=not spec.uint8_pixels, as_numpy=True)
 
 
 def _decode(data: bytes, column: str) -> Any:
