@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from btp.data.pipeline import DataSpec, build_dataset, skipped_rows
+from btp.data.pipeline import DataSpec, build_dataset, preprocess_blocks, skipped_rows
 from btp.data.synth import write_synthetic
 
 FILES = {
@@ -65,6 +65,30 @@ def test_same_seed_same_batches(local_ray, synth):
         assert (a["mlm_input_ids"] == b["mlm_input_ids"]).all() and (
             a["pixel_values"] == b["pixel_values"]
         ).all()
+
+
+def test_reading_and_preprocessing_run_in_one_fused_task(local_ray, synth, tmp_path):
+    """The read blocks must not go through the object store between reading and preprocessing. Ray Data fuses
+    them when it need not split read outputs for parallelism: here, more files than 2 x the 2 CPUs."""
+    paths = sorted(synth.glob("coco_caption_karpathy_train_*.arrow"))
+    table = pa.concat_tables(pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in paths)
+    files = 6
+    for i in range(files):
+        part = table.slice(i * table.num_rows // files, table.num_rows // files)
+        with pa.ipc.new_file(str(tmp_path / f"coco_caption_karpathy_train_{i}.arrow"), table.schema) as w:
+            w.write_table(part)
+    ds = build_dataset(spec(synth, "pretrain", paths=[str(tmp_path / "*.arrow")], concurrency=2))
+    rows = sum(len(b["input_ids"]) for b in ds.iter_batches(batch_size=None))
+    assert rows == 5 * files * (table.num_rows // files)
+    assert "ReadArrowIPC->MapBatches(preprocess_blocks)" in ds.stats(), ds.stats()
+
+
+def test_blocks_of_any_size_are_preprocessed_map_batch_size_rows_at_a_time(synth):
+    paths = sorted(synth.glob("coco_caption_karpathy_train_*.arrow"))
+    table = pa.concat_tables(pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in paths[:3])
+    table = table.select(["image", "caption", "image_id"]).slice(0, 13)  # map batches of 8 rows: 8 + 5
+    sizes = [len(b["input_ids"]) for b in preprocess_blocks(table, spec(synth, "pretrain"))]
+    assert sizes == [5 * 8, 5 * 5]
 
 
 def corrupt(synth, tmp_path, name: str, column: str, row: int, value) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,12 @@ def preprocess(table: pa.Table, spec: DataSpec) -> dict[str, np.ndarray]:
         raise B.BadRow(f"{', '.join(files)}: {err}") from None
 
 
+def preprocess_blocks(table: pa.Table, spec: DataSpec) -> Iterator[dict[str, np.ndarray]]:
+    """`preprocess` on each `spec.map_batch_size` rows of a block of any size, one output batch at a time."""
+    for start in range(0, table.num_rows, spec.map_batch_size):
+        yield preprocess(table.slice(start, spec.map_batch_size), spec)
+
+
 @ray.remote(num_cpus=0)
 class SkipCounter:
     """Counts the rows a dataset skipped, and keeps the first messages, so a run can report them."""
@@ -209,13 +215,18 @@ def build_dataset(spec: DataSpec) -> ray.data.Dataset:
         spec.skip_counter = f"btp-skipped-{uuid.uuid4().hex[:12]}"
         # the driver keeps the handle: an actor without one is garbage-collected
         _COUNTERS[spec.skip_counter] = SkipCounter.options(name=spec.skip_counter).remote()
+    # The map takes each read block whole and yields it back in batches of map_batch_size rows: Ray Data then
+    # fuses reading and preprocessing into one task (it does not fuse a read into a map that asks for a batch
+    # size), so the read blocks never go through the object store. Fusion also needs equal remote arguments:
+    # the same CPUs, concurrency and (empty) label selector as read_shards gives the reads.
     return ds.map_batches(
-        preprocess,
+        preprocess_blocks,
         fn_kwargs={"spec": spec},
-        batch_size=spec.map_batch_size,
+        batch_size=None,
         batch_format="pyarrow",
         num_cpus=spec.cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=spec.concurrency or None),
+        label_selector={},
     )
 
 

@@ -128,6 +128,10 @@ def read_shards(
             f"unknown shard type: {', '.join(other[:5])}; expected .arrow/.ipc/.feather or .parquet"
         )
     shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed) if shuffle_seed is not None else None
+    # An explicit (empty) label selector: Ray Data otherwise adds SPREAD scheduling to reads, and a map can match
+    # that only through the deprecated ray_remote_args; with equal remote arguments a map with the same
+    # resources and concurrency fuses with the read (see btp.data.pipeline.build_dataset).
+    placement = {"num_cpus": num_cpus, "concurrency": concurrency, "label_selector": {}}
     parts = []
     if ipc:
         source = ArrowIPCDatasource(
@@ -137,11 +141,9 @@ def read_shards(
             optional_columns=optional_columns,
             shuffle=shuffle,
         )
-        parts.append(ray.data.read_datasource(source, num_cpus=num_cpus, concurrency=concurrency))
+        parts.append(ray.data.read_datasource(source, **placement))
     if parquet:
-        table = ray.data.read_parquet(
-            parquet, shuffle=shuffle, include_paths=True, num_cpus=num_cpus, concurrency=concurrency
-        )
+        table = ray.data.read_parquet(parquet, shuffle=shuffle, include_paths=True, **placement)
         table = table.rename_columns({"path": "_file"})
         if columns:
             table = table.select_columns([*columns, *_parquet_has(parquet, optional_columns), "_file"])
