@@ -4,8 +4,9 @@ A tokenizer saved by `transformers` (`save_pretrained`, or a hub snapshot such a
 `tokenizer.json`: its Rust `tokenizers` pipeline, post-processor (special tokens) included. `FixedLengthTokenizer`
 drives that pipeline directly with what `transformers` sets for `padding="max_length", truncation=True` (the
 official collator's call), so the ids, masks and special-token masks are the same; importing `tokenizers` costs
-a data process ~0.05 s where `transformers.AutoTokenizer` costs ~2 s (it imports torch). A directory without a
-`tokenizer.json` (a slow-only tokenizer) or a hub name goes through `AutoTokenizer`.
+a data process ~0.05 s where `transformers.AutoTokenizer` costs ~2 s (it imports torch). Used only where
+transformers runs that file as saved (see `load_tokenizer`); any other directory, or a hub name, goes through
+`AutoTokenizer`.
 """
 
 from __future__ import annotations
@@ -106,9 +107,38 @@ class FixedLengthTokenizer:
         return out
 
 
+# tokenizer classes that transformers runs exactly as their tokenizer.json says
+AS_SAVED = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+# RoBERTa's class rebuilds the pipeline from the vocabulary: no normalizer, ByteLevel pre-tokenizer with the
+# config's add_prefix_space (default false), RobertaProcessing; the same as its tokenizer.json when saved by it
+ROBERTA = {"RobertaTokenizer", "RobertaTokenizerFast"}
+
+
+def _runs_as_saved(directory: Path) -> bool:
+    """Whether transformers would encode with exactly the pipeline of `directory/tokenizer.json`."""
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+        pipeline = json.loads((directory / "tokenizer.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # AutoTokenizer decides, and names what is wrong
+    kind = config.get("tokenizer_class")
+    if kind in AS_SAVED:
+        return True
+    if kind not in ROBERTA:
+        return False
+    pre = pipeline.get("pre_tokenizer") or {}
+    return (
+        pipeline.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and bool(pre.get("add_prefix_space")) == bool(config.get("add_prefix_space", False))
+        and (pipeline.get("post_processor") or {}).get("type") == "RobertaProcessing"
+    )
+
+
 def load_tokenizer(path: str | Path) -> Any:
-    """`FixedLengthTokenizer` for a directory with a `tokenizer.json`, else `transformers.AutoTokenizer`."""
-    if (Path(path) / "tokenizer.json").is_file():
+    """`FixedLengthTokenizer` where transformers would run the directory's `tokenizer.json` as saved (RoBERTa
+    tokenizers, `PreTrainedTokenizerFast`), else `transformers.AutoTokenizer`."""
+    if _runs_as_saved(Path(path)):
         return FixedLengthTokenizer(path)
     from transformers import AutoTokenizer
 

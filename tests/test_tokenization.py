@@ -131,6 +131,25 @@ def test_load_tokenizer_falls_back_to_autotokenizer_without_a_tokenizer_json(tmp
     )
 
 
+def test_a_tokenizer_json_runs_directly_only_where_transformers_would_run_it_as_saved(synth, tmp_path):
+    import shutil
+
+    generic = tmp_path / "generic"
+    shutil.copytree(synth / "tokenizer", generic)
+    config = json.loads((generic / "tokenizer_config.json").read_text())
+    (generic / "tokenizer_config.json").write_text(
+        json.dumps({**config, "tokenizer_class": "PreTrainedTokenizerFast"})
+    )
+    assert isinstance(load_tokenizer(generic), FixedLengthTokenizer)
+    same_as_transformers(generic)
+    # RoBERTa's class would rebuild the pre-tokenizer with a prefix space the file does not have
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(synth / "tokenizer", mismatched)
+    (mismatched / "tokenizer_config.json").write_text(json.dumps({**config, "add_prefix_space": True}))
+    assert not isinstance(load_tokenizer(mismatched), FixedLengthTokenizer)
+    assert isinstance(load_tokenizer(synth / "tokenizer"), FixedLengthTokenizer)
+
+
 def test_a_broken_tokenizer_json_is_named(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TokenizerError, match=r"tokenizer\.json: not a tokenizers file"):
