@@ -67,3 +67,37 @@ def test_mfu_and_memory_denominators_on_the_cpu():
     assert peak_flops(cpu) > 1e8  # a measured fp32 matmul rate, not a table entry
     assert 0.01 < peak_memory_gb(cpu) < 1024  # this process's peak resident memory, in GiB
     assert GPU_PEAK_BF16["H100"] > GPU_PEAK_BF16["A100"] > GPU_PEAK_BF16["A10G"]
+
+
+def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        import warnings
+
+        from btp.train.loop import gather_with_grad
+
+        warnings.simplefilter("error", FutureWarning)  # no deprecated collective
+        x = torch.full((2, 3), float(rank + 1), requires_grad=True)
+        gathered = gather_with_grad(x)
+        # each rank weighs the gathered rows differently: x's gradient is the sum over ranks of its rows' weights
+        weights = torch.arange(12.0).reshape(4, 3) * (rank + 1)
+        (gathered * weights).sum().backward()
+        ids = gather_with_grad(torch.tensor([rank, 10 + rank]))
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump({"gathered": gathered.tolist(), "grad": x.grad.tolist(), "ids": ids.tolist()}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_features_carry_gradients_back_to_every_rank(tmp_path):
+    """ITC/ITM negatives come from every worker: the gather must concatenate in rank order and send each
+    rank the summed gradient of its own rows."""
+    mp.spawn(_gather_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    weights = torch.arange(12.0).reshape(4, 3)
+    for rank, result in enumerate(ranks):
+        assert result["gathered"] == [[1.0] * 3] * 2 + [[2.0] * 3] * 2
+        assert result["ids"] == [0, 10, 1, 11]
+        rows = weights[2 * rank : 2 * rank + 2]
+        assert torch.equal(torch.tensor(result["grad"]), rows * 1 + rows * 2), (rank, result["grad"])

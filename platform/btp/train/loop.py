@@ -60,6 +60,10 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
+    from torch.distributed import _functional_collectives as collectives
+
+    if hasattr(collectives, "all_gather_single_autograd"):  # torch >= 2.13; the older API warns there
+        return collectives.all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()))
