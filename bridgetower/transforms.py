@@ -335,6 +335,8 @@ TRANSFORMS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]] 
     "blip_randaug_wohf": _blip_randaug_wohf,
     "clip_randaug": _clip_randaug,
 }
+# transforms that draw nothing from their rng: the same picture always gives the same pixels
+DETERMINISTIC = frozenset({"clip", "blip"})
 
 
 def to_uint8(image: Image.Image) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from btp.data.pipeline import DataSpec, build_dataset, preprocess_blocks, skipped_rows
+from btp.data.pipeline import DataSpec, build_dataset, preprocess, preprocess_blocks, skipped_rows
 from btp.data.synth import write_synthetic
 
 FILES = {
@@ -89,6 +89,30 @@ def test_blocks_of_any_size_are_preprocessed_map_batch_size_rows_at_a_time(synth
     table = table.select(["image", "caption", "image_id"]).slice(0, 13)  # map batches of 8 rows: 8 + 5
     sizes = [len(b["input_ids"]) for b in preprocess_blocks(table, spec(synth, "pretrain"))]
     assert sizes == [5 * 8, 5 * 5]
+
+
+@pytest.mark.parametrize("transform", ["clip", "blip_randaug_wc"])
+def test_a_picture_is_transformed_once_only_when_the_transform_draws_nothing(synth, transform):
+    """The five captions of a picture share its pixels under `clip`; a random transform draws per caption."""
+    path = sorted(synth.glob("coco_caption_karpathy_train_*.arrow"))[0]
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all().slice(0, 2)
+    pixels = preprocess(table, spec(synth, "pretrain", transform=transform))["pixel_values"]
+    assert len(pixels) == 10
+    same = [(pixels[i] == pixels[0]).all() for i in range(5)] + [
+        (pixels[i] == pixels[5]).all() for i in range(5, 10)
+    ]
+    assert all(same) if transform == "clip" else not all(same)
+    assert not (pixels[0] == pixels[5]).all()  # and never across pictures
+    # the work itself: a deterministic transform returns the pixels it already made for this picture
+    import random
+
+    from bridgetower.transforms import decode_image
+    from btp.data.pipeline import _image_fn
+
+    image = _image_fn(spec(synth, "pretrain", transform=transform))
+    picture = decode_image(table.column("image")[0].as_py())
+    first, again = image(picture, random.Random(0)), image(picture, random.Random(1))
+    assert (first is again) == (transform == "clip")
 
 
 def corrupt(synth, tmp_path, name: str, column: str, row: int, value) -> str:

@@ -19,7 +19,7 @@ import ray.data
 
 from bridgetower import batches as B
 from bridgetower import tokenization
-from bridgetower.transforms import decode_image, train_transform
+from bridgetower.transforms import DETERMINISTIC, decode_image, train_transform
 from btp.data.shards import read_shards
 
 log = logging.getLogger("btp.data")
@@ -68,7 +68,24 @@ def load_tokenizer(path: str) -> Any:
 
 
 def _image_fn(spec: DataSpec):
-    return train_transform(spec.transform, spec.image_size, normalized=not spec.uint8_pixels, as_numpy=True)
+    """The sample transform for one preprocess call. A deterministic transform runs once per picture: the
+    samples of a row (five captions, a picture's questions) share its decoded picture object."""
+    transform = train_transform(
+        spec.transform, spec.image_size, normalized=not spec.uint8_pixels, as_numpy=True
+    )
+    if spec.transform not in DETERMINISTIC:
+        return transform
+    done: dict[
+        int, tuple[Any, np.ndarray]
+    ] = {}  # id -> (picture, pixels); the picture kept so ids stay unique
+
+    def once_per_picture(picture: Any, rng: Any) -> np.ndarray:
+        hit = done.get(id(picture))
+        if hit is None or hit[0] is not picture:
+            hit = done[id(picture)] = (picture, transform(picture, rng))
+        return hit[1]
+
+    return once_per_picture
 
 
 def _decode(data: bytes, column: str) -> Any:
