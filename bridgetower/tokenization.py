@@ -41,10 +41,8 @@ class FixedLengthTokenizer:
         except Exception as err:  # the Rust error says what is wrong in the file
             raise TokenizerError(f"{file}: not a tokenizers file ({err})") from None
         config: dict[str, Any] = {}
-        for name in (
-            "special_tokens_map.json",
-            "tokenizer_config.json",
-        ):  # the config wins, as in transformers
+        # the config wins over the special-tokens map, as in transformers
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
             path = self.directory / name
             if path.is_file():
                 try:

@@ -69,21 +69,18 @@ def load_tokenizer(path: str) -> Any:
 
 def _image_fn(spec: DataSpec):
     """The sample transform for one preprocess call. A deterministic transform runs once per picture: the
-    samples of a row (five captions, a picture's questions) share its decoded picture object."""
+    samples of a row (five captions, a picture's questions) come one after another and share its picture."""
     transform = train_transform(
         spec.transform, spec.image_size, normalized=not spec.uint8_pixels, as_numpy=True
     )
     if spec.transform not in DETERMINISTIC:
         return transform
-    done: dict[
-        int, tuple[Any, np.ndarray]
-    ] = {}  # id -> (picture, pixels); the picture kept so ids stay unique
+    last: list[Any] = [None, None]  # the previous sample's picture and its pixels
 
     def once_per_picture(picture: Any, rng: Any) -> np.ndarray:
-        hit = done.get(id(picture))
-        if hit is None or hit[0] is not picture:
-            hit = done[id(picture)] = (picture, transform(picture, rng))
-        return hit[1]
+        if last[0] is not picture:
+            last[:] = [picture, transform(picture, rng)]
+        return last[1]
 
     return once_per_picture
 
