@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from bridgetower import BridgeTowerConfig, BridgeTowerForPretraining, BridgeTowerForRetrieval
-from btp.train.optim import build_optimizer, group_of, planned_steps, warmup_linear_decay, warmup_steps
+from btp.train.optim import (
+    build_optimizer,
+    group_of,
+    param_groups,
+    planned_steps,
+    warmup_linear_decay,
+    warmup_steps,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +56,29 @@ def test_optimizer_covers_every_trainable_parameter_once():
     )
     head_rates = [g["lr"] for g in heads.param_groups if g["name"].startswith("head")]
     assert head_rates and all(r == pytest.approx(5.5e-5) for r in head_rates)  # a float multiplier multiplies
+
+
+def test_the_fused_update_on_cpu_equals_the_per_parameter_loop():
+    torch.manual_seed(0)
+    model = BridgeTowerForPretraining(BridgeTowerConfig.preset("tiny"))
+    start = copy.deepcopy(model)
+    reference = copy.deepcopy(model)
+    opt = build_optimizer(model, lr=1e-3, lr_mult_head=5.0, lr_mult_cross_modal=2.0)
+    assert opt.defaults["fused"] is True  # CPU parameters: the one-pass kernel
+    groups = param_groups(reference, 1e-3, 0.01, 5.0, 2.0)
+    loop = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        opt.step()
+        loop.step()
+    for (name, a), b, before in zip(
+        model.named_parameters(), reference.parameters(), start.parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+        assert (a - before).abs().max() > 1e-4, name  # every parameter moved
 
 
 def test_steps_come_from_the_effective_batch():
