@@ -49,6 +49,17 @@ def test_plan_stages_of_the_synthetic_study():
         check_space(stage)
 
 
+def test_a_stage_may_run_its_own_number_of_trials_at_once(tmp_path):
+    doc = _study_doc(max_concurrent=2)
+    doc["tune"]["stages"][1]["max_concurrent"] = 1
+    path = _write(tmp_path, doc)
+    pre, vqa = plan_stages(load_experiment(path), path, [])
+    assert (pre.max_concurrent, vqa.max_concurrent) == (2, 1)  # the study's, then the stage's own
+    doc["tune"]["stages"][1]["max_concurrent"] = 0
+    with pytest.raises(ConfigError, match=r"tune\.stages\[1\]\.max_concurrent: must be at least 1"):
+        load_experiment(_write(tmp_path, doc, "bad.yaml"))
+
+
 def test_single_stage_study(tmp_path):
     doc = yaml.safe_load((ROOT / "experiments" / "synth" / "vqa.yaml").read_text())
     doc["tune"] = {

@@ -202,6 +202,8 @@ class StageConfig:
     # None: the study's own metric and mode
     metric: str | None = None
     mode: str | None = _choice(None, "max", "min")
+    # None: the study's tune.max_concurrent (e.g. pre-training trials in pairs, fine-tuning one at a time)
+    max_concurrent: int | None = None
 
 
 @dataclass
@@ -606,6 +608,8 @@ def _check_tune(tune: TuneConfig) -> None:
                 raise _Problem(f"{prefix}.overrides[{j}]", str(err)) from None
         if stage.num_samples < 1 or stage.top_k < 1:
             raise _Problem(prefix, "num_samples and top_k must be at least 1")
+        if stage.max_concurrent is not None and stage.max_concurrent < 1:
+            raise _Problem(f"{prefix}.max_concurrent", f"must be at least 1, got {stage.max_concurrent}")
 
 
 def _check_space(name: str, space: ParamSpace, key: str) -> None:

@@ -63,6 +63,7 @@ class Stage:
     top_k: int
     metric: str
     mode: str
+    max_concurrent: int = 1  # trials at once
     parents: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial -> its record, for later stages
 
 
@@ -90,7 +91,18 @@ def plan_stages(cfg: ExperimentConfig, path: Path, overrides: list[str]) -> list
         _need_space(tune.space, "tune.space")
         base = load_experiment(path, overrides)
         base.tune = None
-        return [Stage("search", base, dict(tune.space), tune.num_samples, 1, tune.metric, tune.mode)]
+        return [
+            Stage(
+                "search",
+                base,
+                dict(tune.space),
+                tune.num_samples,
+                1,
+                tune.metric,
+                tune.mode,
+                tune.max_concurrent,
+            )
+        ]
     stages: list[Stage] = []
     for i, st in enumerate(tune.stages):
         if st.experiment:
@@ -110,6 +122,7 @@ def plan_stages(cfg: ExperimentConfig, path: Path, overrides: list[str]) -> list
                 st.top_k,
                 st.metric or tune.metric,
                 st.mode or tune.mode,
+                st.max_concurrent or tune.max_concurrent,
             )
         )
     names = [s.name for s in stages]
@@ -548,7 +561,7 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=stage.num_samples,
-                max_concurrent_trials=t.max_concurrent,
+                max_concurrent_trials=stage.max_concurrent,
             ),
             run_config=tune.RunConfig(
                 name=stage.name, storage_path=str(root / "tune"), verbose=0, callbacks=callbacks
