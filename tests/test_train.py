@@ -6,6 +6,7 @@ import json
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from bridgetower import BridgeTowerForImageClassification, BridgeTowerForTextClassification, BridgeTowerForVQA
 from btp.cli import main
@@ -48,15 +49,36 @@ def _args(synth, tmp_path, *extra):
     ]
 
 
-def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys, monkeypatch):
+DRILL = ["train.max_steps=6", "train.checkpoint_every=3", "train.eval_every=null", "train.num_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(synth, tmp_path_factory):
+    """A 4-step pre-training (MLM + ITM over 2 workers), tracked in wandb offline."""
+    tmp = tmp_path_factory.mktemp("pre")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("WANDB_MODE", raising=False)
+        patch.delenv("WANDB_API_KEY", raising=False)
+        tracked = _args(synth, tmp, "train.max_steps=4", "train.eval_every=2", "track.wandb=true")
+        assert main(["train", "experiments/synth/pretrain.yaml", *tracked]) == 0
+    return tmp / "runs" / "pretrain"
+
+
+@pytest.fixture(scope="module")
+def straight(synth, pretrained, tmp_path_factory):
+    """An uninterrupted 6-step VQA fine-tuning from that pre-training (FSDP2 over 2 gloo ranks): the run that
+    interrupted runs are compared with."""
+    tmp = tmp_path_factory.mktemp("straight")
+    args = _args(synth, tmp, *DRILL, f"model.init_from={pretrained}", "train.name=straight")
+    assert main(["train", "experiments/synth/vqa.yaml", *args]) == 0
+    return tmp / "runs" / "straight"
+
+
+def test_pretrain_then_finetune_vqa_from_our_run(synth, pretrained, straight):
     """Pretraining (tracked in wandb offline), then VQA from its weights, answering and scoring the test split."""
     from btp.track import find_offline_runs, read_offline_run
 
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    tracked = _args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2", "track.wandb=true")
-    assert main(["train", "experiments/synth/pretrain.yaml", *tracked]) == 0
-    pre = tmp_path / "runs" / "pretrain"
+    pre = pretrained
     rows = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train_rows] == [2, 4]
@@ -77,17 +99,10 @@ def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys, monkey
     assert {"task:pretrain", "bridge:add", "synth"} <= set(logged["tags"])
     assert logged["config"]["train"]["max_steps"] == 4 and logged["config"]["model"]["bridge"] == "add"
 
-    code = main(
-        [
-            "train",
-            "experiments/synth/vqa.yaml",
-            *_args(synth, tmp_path, "train.max_steps=4", f"model.init_from={pre}"),
-        ]
-    )
-    assert code == 0
-    run = tmp_path / "runs" / "vqa"
+    run = straight
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_from"] == str(pre)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 4 and 0.0 <= summary["val/vqa_score"] <= 1.0
+    assert summary["steps"] == 6 and 0.0 <= summary["val/vqa_score"] <= 1.0
     model = BridgeTowerForVQA.from_pretrained(run / "model")
     answers = json.loads((synth / "vqa_answers.json").read_text())
     assert model.vqa_classifier[3].out_features == len(answers)
@@ -105,10 +120,6 @@ def test_pretrain_then_finetune_vqa_from_our_run(synth, tmp_path, capsys, monkey
     types = ("color", "shape", "count", "exist", "position")
     assert all(0.0 <= summary[f"test/vqa_score/{t}"] <= 1.0 for t in types)
     assert 0.0 <= summary["test/vqa_score"] <= 1.0
-    out = capsys.readouterr().out
-    assert "btp train vqa: done" in out and "val/vqa_score" in out
-    # the run's progress, not Ray's INFO lines (BTP_RAY_LOG_LEVEL, default WARNING)
-    assert "[vqa] step 2  train/loss" in out and "Reporting training result" not in out
 
 
 def test_missing_data_is_one_clear_message(tmp_path, capsys):
@@ -144,47 +155,40 @@ def _weights(run):
     return load_file(str(run / "model" / "model.safetensors"))
 
 
-DRILL = ["train.max_steps=6", "train.checkpoint_every=3", "train.eval_every=null", "train.num_workers=2"]
-
-
-@pytest.fixture(scope="module")
-def straight(synth, tmp_path_factory):
-    """Weights of an uninterrupted 6-step run (FSDP2 over 2 gloo ranks), to compare interrupted runs with."""
-    tmp = tmp_path_factory.mktemp("straight")
-    assert (
-        main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp, *DRILL), "train.name=straight"]) == 0
-    )
-    return _weights(tmp / "runs" / "straight")
-
-
 def _max_diff(a, b) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_a_stopped_run_resumes_exactly(synth, straight, tmp_path, capsys):
+def test_a_stopped_run_resumes_exactly(synth, pretrained, straight, tmp_path, capsys):
     stopped = [
         "experiments/synth/vqa.yaml",
-        *_args(synth, tmp_path, *DRILL),
+        *_args(synth, tmp_path, *DRILL, f"model.init_from={pretrained}"),
         "train.name=stopped",
         "train.fail_at_step=5",
     ]
     assert main(["train", *stopped]) == 1
-    assert "continue with --resume" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "continue with --resume" in printed.err
     assert main(["train", *stopped]) == 2  # the run exists: starting it again needs --resume
     assert main(["train", *stopped, "--resume"]) == 0
-    assert "resumed at step 3" in capsys.readouterr().out
-    assert _max_diff(straight, _weights(tmp_path / "runs" / "stopped")) <= 1e-6
+    out = capsys.readouterr().out
+    assert "resumed at step 3" in out and "btp train stopped: done" in out and "val/vqa_score" in out
+    # the run's progress, not Ray's INFO lines (BTP_RAY_LOG_LEVEL, default WARNING)
+    out += printed.out
+    assert "[stopped] step 2  train/loss" in out and "Reporting training result" not in out
+    assert _max_diff(_weights(straight), _weights(tmp_path / "runs" / "stopped")) <= 1e-6
 
 
 def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
-    synth, straight, tmp_path, capsys
+    synth, pretrained, straight, tmp_path, capsys
 ):
     drill = ["train.name=killed", "train.fail_at_step=5", "train.fail_kill=true", "train.max_failures=1"]
-    assert main(["train", "experiments/synth/vqa.yaml", *_args(synth, tmp_path, *DRILL), *drill]) == 0
+    args = _args(synth, tmp_path, *DRILL, f"model.init_from={pretrained}")
+    assert main(["train", "experiments/synth/vqa.yaml", *args, *drill]) == 0
     out = capsys.readouterr().out
     assert "fault drill: SIGKILL of rank 0" in out and "resumed at step 3" in out
-    assert _max_diff(straight, _weights(tmp_path / "runs" / "killed")) <= 1e-6
+    assert _max_diff(_weights(straight), _weights(tmp_path / "runs" / "killed")) <= 1e-6
 
 
 def test_retrieval_gathers_negatives_across_workers_and_reports_recall(synth, tmp_path):
