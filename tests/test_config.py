@@ -233,6 +233,17 @@ def test_save_resolved_round_trips(tmp_path, keep):
         (MINIMAL + "train:\n  batch_size: 0\n", [], "train.batch_size: must be at least 1, got 0"),
         (MINIMAL, ["train.threads=-2"], "train.threads: must be at least 0, got -2"),
         (
+            MINIMAL,
+            ["train.compile_backend=aot_eagre"],
+            "override 'train.compile_backend=aot_eagre': 'aot_eagre' is not one of inductor, aot_eager, eager, "
+            "cudagraphs; did you mean aot_eager?",
+        ),
+        (
+            MINIMAL,
+            ["train.compile_backend=aot_eager", "train.compile_mode=max-autotune"],
+            "train.compile_mode: 'max-autotune' is a mode of the inductor backend, not of 'aot_eager'",
+        ),
+        (
             MINIMAL + "  tokenizer: ${data.rot}/t\n",
             [],
             "data.tokenizer: Interpolation key 'data.rot' not found",

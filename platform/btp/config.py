@@ -143,6 +143,12 @@ class TrainConfig:
     # torch.compile each layer (vision blocks, text and cross-modal layers) once before the first step:
     # faster steps (fused LayerNorm/GELU/residuals) for a one-off compile of a few seconds to minutes
     compile: bool = False
+    # torch.compile's mode and backend for train.compile: a mode applies to inductor only; aot_eager traces the
+    # layers and their backward without generating kernels (a quick check that a model compiles)
+    compile_mode: str = _choice(
+        "default", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    )
+    compile_backend: str = _choice("inductor", "inductor", "aot_eager", "eager", "cudagraphs")
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = None
@@ -584,6 +590,12 @@ def _check_ranges(exp: ExperimentConfig) -> None:
     towers = exp.model.init_towers
     if towers is not None and not towers.vision and not towers.text:
         raise _Problem("model.init_towers", "names no tower; give vision, text or both")
+    if exp.train.compile_mode != "default" and exp.train.compile_backend != "inductor":
+        raise _Problem(
+            "train.compile_mode",
+            f"{exp.train.compile_mode!r} is a mode of the inductor backend, not of "
+            f"{exp.train.compile_backend!r}; set train.compile_backend=inductor or leave the mode at default",
+        )
     for key, low in _AT_LEAST.items():
         section, *names = key.split(".")
         value = getattr(exp, section)

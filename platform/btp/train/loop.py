@@ -135,7 +135,16 @@ class Trainer:
         bf16 = cfg.train.precision == "bf16" and self.device.type == "cuda"
         sharded = cfg.train.fsdp and self.world > 1
         if cfg.train.compile:  # each layer's forward; FSDP's hooks around it stay eager
-            self.model.compile_layers()
+            t = cfg.train
+            self.model.compile_layers(
+                backend=t.compile_backend, **({"mode": t.compile_mode} if t.compile_mode != "default" else {})
+            )
+            if self.rank == 0:  # the compile itself happens in the first steps: say why they are slow
+                print(
+                    f"[{t.name}] torch.compile ({t.compile_backend}, mode {t.compile_mode}) of "
+                    f"{len(self.model.wrap_units())} layers: the first steps compile them",
+                    flush=True,
+                )
         if sharded:
             apply_fsdp(self.model, bf16=bf16, device_type=self.device.type)
             self.replicated = replicated_params(self.model)
