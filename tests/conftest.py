@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -82,12 +83,12 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def s3_bucket(monkeypatch):
+@contextlib.contextmanager
+def s3_server(bucket: str = "btp-test"):
     """A real S3 API on loopback (moto's server; the one fake: no cloud account here) with an empty bucket.
 
-    Yields the bucket's URI; AWS_ENDPOINT_URL and test credentials are in the environment, so pyarrow (in this
-    process and in Ray workers started from it) talks to it as to S3.
+    Yields the bucket's URI; while it runs, AWS_ENDPOINT_URL and test credentials are in the environment, so
+    pyarrow (in this process and in Ray processes started from it) talks to it as to S3.
     """
     import pyarrow.fs as pafs
     from moto.server import ThreadedMotoServer
@@ -96,16 +97,24 @@ def s3_bucket(monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir("btp-test")
     try:
-        yield "s3://btp-test"
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }.items():
+                patch.setenv(key, value)
+            pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir(bucket)
+            yield f"s3://{bucket}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3_bucket():
+    """An S3 server with an empty bucket for one test (see s3_server)."""
+    with s3_server() as uri:
+        yield uri

@@ -7,14 +7,22 @@ import json
 import pyarrow as pa
 import pytest
 import yaml
+from conftest import s3_server
 
 from bridgetower import BridgeTowerForImageClassification, BridgeTowerForTextClassification, BridgeTowerForVQA
 from btp.cli import main
 from btp.data.synth import write_synthetic
 
 
+@pytest.fixture(scope="module")
+def s3_module():
+    """A local S3 server for the module, started before its Ray, whose processes must see its address."""
+    with s3_server() as uri:
+        yield uri
+
+
 @pytest.fixture(scope="module", autouse=True)
-def shared_ray():
+def shared_ray(s3_module):
     """One local Ray for the module's runs (`btp train` joins a running Ray): saves a start and a stop per run.
 
     The settings `btp train` gives a Ray it starts itself are set before this one starts, so its processes see
@@ -233,15 +241,11 @@ def test_image_classification_learns_the_synthetic_shapes(synth, tmp_path, capsy
     assert model.classifier.out_features == len(json.loads((synth / "shapes_labels.json").read_text()))
 
 
-def test_text_classification_trains_from_its_experiment_into_s3(synth, tmp_path, s3_bucket, capsys):
+def test_text_classification_trains_from_its_experiment_into_s3(synth, tmp_path, s3_module, capsys):
     """The text tower alone, its run stored in S3 (a local S3 server): Ray's checkpoints and the run's files."""
-    import ray
-
     from btp.train.storage import RunStorage, staging_dir
 
-    # the workers must see the S3 server's address (set by s3_bucket): this run starts a Ray of its own
-    ray.shutdown()
-    storage = f"{s3_bucket}/runs"
+    storage = f"{s3_module}/runs"
     args = [*_args(synth, tmp_path, "train.max_steps=4", "train.eval_every=2"), f"train.storage={storage}"]
     args += ["train.checkpoint_every=2", "train.name=text_cls_s3"]
     assert main(["train", "experiments/synth/text_cls.yaml", *args]) == 0
