@@ -32,6 +32,9 @@ def test_vqa_from_scratch_learns_counting_colours_and_positions(tmp_path):
             "train.eval_every=250",
             "train.checkpoint_every=250",
             "track.wandb=false",
+            # the lone worker's torch on both cores, as the README's recipe does
+            "train.threads=2",
+            "data.cpus_per_task=1",
         ]
     )
     assert code == 0

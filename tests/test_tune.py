@@ -270,8 +270,8 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
     runs = tmp_path / "runs"
     cmd = [
         sys.executable, "-m", "btp.cli", "tune", str(path), f"data.root={data}", f"train.storage={runs}",
-        "train.max_steps=9", "train.eval_every=3", "train.checkpoint_every=3", "train.batch_size=8",
-        "train.num_workers=1", "track.wandb=false",
+        "train.max_steps=9", "train.eval_every=6", "train.checkpoint_every=3", "train.log_every=3",
+        "train.batch_size=8", "train.num_workers=1", "track.wandb=false",
     ]  # fmt: skip
     study = runs / "study"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -320,7 +320,7 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
     assert f"[{second.name}] resumed at step 3" in out
     assert {name: (first / name).read_bytes() for name in kept} == kept  # not run a second time
     steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and steps.count(3) <= 2  # nothing logged twice after the restart
+    assert steps == sorted(steps) and steps.count(3) <= 1  # nothing logged twice after the restart
 
     summary = json.loads((study / "summary.json").read_text())
     pre, vqa = summary["stages"]
