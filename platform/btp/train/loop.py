@@ -132,10 +132,10 @@ class Trainer:
         self.model.to(self.device)
         torch.manual_seed(cfg.train.seed + 1000 * self.rank)  # dropout and ITM negatives differ per rank
         self.replicated: list[torch.nn.Parameter] = []
-        bf16 = cfg.train.precision == "bf16" and self.device.type == "cuda"
-        sharded = cfg.train.fsdp and self.world > 1
-        if cfg.train.compile:  # each layer's forward; FSDP's hooks around it stay eager
-            t = cfg.train
+        t = cfg.train
+        bf16 = t.precision == "bf16" and self.device.type == "cuda"
+        sharded = t.fsdp and self.world > 1
+        if t.compile:  # each layer's forward; FSDP's hooks around it stay eager
             self.model.compile_layers(
                 backend=t.compile_backend, **({"mode": t.compile_mode} if t.compile_mode != "default" else {})
             )
@@ -150,7 +150,6 @@ class Trainer:
             self.replicated = replicated_params(self.model)
         # bf16 without FSDP's mixed-precision policy (one GPU): autocast around the forward passes
         self.autocast = torch.autocast("cuda", torch.bfloat16) if bf16 and not sharded else nullcontext()
-        t = cfg.train
         self.optimizer = build_optimizer(
             self.model, t.lr, t.weight_decay, t.lr_mult_head, t.lr_mult_cross_modal, tuple(t.betas), t.eps
         )
