@@ -262,8 +262,8 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
     # that trial is still running, however the first trials compare
     doc["tune"]["scheduler"]["grace_period"] = 6
     doc["tune"]["stages"][0]["num_samples"] = 2
-    # one fine-tuning, from the better pre-training (the first trials covering every parent: test_tune's
-    # test_first_trials_cover_every_choice and the quickstart's study)
+    # one fine-tuning, from the better pre-training (that the first trials cover every choice, parents
+    # included, is test_first_trials_cover_every_choice)
     doc["tune"]["stages"][0]["top_k"] = 1
     doc["tune"]["stages"][1]["num_samples"] = 1
     path = _write(tmp_path, doc)
