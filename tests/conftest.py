@@ -12,6 +12,27 @@ import torch
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
+# The modules that take longest, longest first. With `--dist loadfile` (pyproject) xdist hands whole modules to its
+# workers in collection order, so starting with these keeps both workers busy until the end. Only the order changes.
+LONGEST_FIRST = (
+    "test_train.py",
+    "test_tune.py",
+    "test_quickstart.py",
+    "test_learn.py",
+    "test_bench_tune.py",
+    "test_bench_train.py",
+    "test_jobs.py",
+    "test_model.py",
+    "test_accumulation.py",
+    "test_bench_ingest.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a module is kept
+
+
 TINY_HF = dict(
     hidden_size=64,
     num_attention_heads=4,
