@@ -8,6 +8,7 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,20 @@ from btp.train.parallel import apply_fsdp, average_gradients, replicated_params
 from btp.train.storage import RunStorage, is_remote
 
 
-def _cpu_peak_flops() -> float:
-    """A quick fp32 matmul measurement of this worker's CPU (the MFU denominator)."""
+def _cpu_peak_flops(repeats: int = 8, clock: Callable[[], float] = time.perf_counter) -> float:
+    """fp32 matmul FLOP/s of this worker's CPU at its torch threads (the MFU denominator).
+
+    The fastest of a few short products: a neighbour busy for a moment (another trial starting beside this one)
+    slows some of them, and a lowered denominator would report an MFU above 1.
+    """
     a = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
     torch.mm(a, a)
-    start = time.perf_counter()
-    for _ in range(3):
+    fastest = float("inf")
+    for _ in range(repeats):
+        start = clock()
         torch.mm(a, a)
-    return 3 * 2 * 1024**3 / (time.perf_counter() - start)
+        fastest = min(fastest, clock() - start)
+    return 2 * 1024**3 / fastest
 
 
 # dense bf16 tensor-core peaks (FLOP/s) of the GPUs the cluster files name, for MFU; other GPUs report mfu 0
