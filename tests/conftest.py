@@ -95,13 +95,14 @@ def hf_dir(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A real local Ray for the module's tests (2 CPUs, no dashboard), stopped afterwards."""
+    """A real local Ray for the module's tests (2 CPUs), started as `btp train` starts one, stopped afterwards."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    from btp.train.run import ray_session
+
+    with ray_session(num_cpus=2, log_to_driver=False):
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
 
 
 @contextlib.contextmanager

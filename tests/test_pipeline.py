@@ -240,3 +240,26 @@ def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0 and rank1 and not set(rank0) & set(rank1)
     assert sorted(rank0 + rank1) == expected
+
+
+def test_the_local_rays_own_processes_find_its_run_through_its_own_state_api(local_ray):
+    """Ray Train's placement-group cleaner, a detached actor, asks the State API every second whether the run's
+    controller lives and removes the run's workers when it is not found there. A Ray started as `btp train`
+    starts one (ray_session) must answer that itself: its processes ask its own dashboard, not whatever serves
+    the default port 8265 (another Ray on the machine, which knows no such actor) and not a guess among the
+    machine's Rays (which Ray refuses to make)."""
+    import os
+
+    import ray
+    from ray.util.state import get_actor
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ask(self, actor_id: str) -> tuple[str | None, str | None]:
+            state = get_actor(actor_id, timeout=20)
+            return os.environ.get("RAY_API_SERVER_ADDRESS"), state.state if state else None
+
+    probe = Probe.remote()
+    api_server, state = ray.get(probe.ask.remote(probe._actor_id.hex()), timeout=60)
+    assert api_server == os.environ["RAY_API_SERVER_ADDRESS"] != "http://127.0.0.1:8265"
+    assert state == "ALIVE"

@@ -28,14 +28,11 @@ def shared_ray(s3_module):
     The settings `btp train` gives a Ray it starts itself are set before this one starts, so its processes see
     them too.
     """
-    import ray
-
-    from btp.train.run import quiet_ray_env
+    from btp.train.run import quiet_ray_env, ray_session
 
     quiet_ray_env()
-    ray.init(log_to_driver=True, include_dashboard=False)  # no Tune here: nothing needs the dashboard
-    yield
-    ray.shutdown()
+    with ray_session(log_to_driver=True):
+        yield
 
 
 @pytest.fixture(scope="module")

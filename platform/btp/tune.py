@@ -38,7 +38,7 @@ from btp.config import (
     parse_override,
 )
 from btp.train.build import DataMissingError
-from btp.train.run import absolute_paths, quiet_data_context, quiet_ray_env
+from btp.train.run import absolute_paths, quiet_data_context, quiet_ray_env, ray_session
 from btp.train.storage import is_remote
 
 SUMMARY = "summary.json"
@@ -631,46 +631,13 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
 @contextlib.contextmanager
 def study_ray(address: str | None = None) -> Iterator[None]:
     """The Ray a study runs on: the one this process is connected to, else `address` (or RAY_ADDRESS), else a
-    local Ray started here and shut down at the end."""
-    import ray
-
+    local Ray started here, with its own dashboard (Ray Train frees the placement groups of trials that Tune
+    stops through its State API), and shut down at the end."""
     quiet_ray_env()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
-    address = address or os.environ.get("RAY_ADDRESS")
-    started_here = not ray.is_initialized()
-    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
-    if started_here:
-        ray.init(address=address, log_to_driver=True, **({} if address else local_ray_options()))
-    try:
+    with ray_session(address, log_to_driver=True):
         quiet_data_context()
         yield
-    finally:
-        if started_here:
-            ray.shutdown()
-            _restore_env("RAY_API_SERVER_ADDRESS", api_server)
-
-
-def local_ray_options() -> dict[str, Any]:
-    """ray.init options for a local Ray that Tune drives Train on.
-
-    Ray Train frees the placement groups of trials that Tune stops through the dashboard's State API, so the
-    dashboard must run, and its processes must find this Ray's dashboard even when other Rays run on the
-    machine (they would otherwise refuse to guess): its address goes into the environment they inherit.
-    """
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
-
-
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 def _settle_optuna(storage: str, study_name: str, trials: list[dict[str, Any]]) -> None:

@@ -150,11 +150,13 @@ def ray_data(spec: DataSpec, rows: int, workers: int, batch: int) -> dict[str, f
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from btp.train.run import ray_session
+
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     start = time.perf_counter()
-    # the train worker takes half a CPU: on small hosts more CPUs than cores would oversubscribe them
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    try:
+    # the train worker takes half a CPU: on small hosts more CPUs than cores would oversubscribe them; a
+    # dashboard of its own, as `btp train` starts Ray (local_ray_options says why)
+    with ray_session(num_cpus=workers, log_to_driver=False):
         ray.data.DataContext.get_current().enable_progress_bars = False
         # btp train's own pipeline: tasks reserve a fraction of a CPU (they fit beside the train worker), and at
         # most `workers` of them run at once, the DataLoader's number of processes; files in the same order
@@ -170,8 +172,6 @@ def ray_data(spec: DataSpec, rows: int, workers: int, batch: int) -> dict[str, f
             )
             trainer.fit()
             result = json.loads(out.read_text())
-    finally:
-        ray.shutdown()
     result["wall_s_with_startup"] = time.perf_counter() - start
     return result
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -303,17 +304,19 @@ def run_ray(config: dict[str, Any], workers: int, cpus_per_worker: float) -> dic
     return result
 
 
-def _start_ray(workers: int) -> None:
+@contextlib.contextmanager
+def _bench_ray(workers: int) -> Iterator[None]:
+    """A local Ray as `btp train` starts one (its own dashboard: see local_ray_options), shut down at the end."""
     import ray
+
+    from btp.train.run import ray_session
 
     # as `btp train` sets them: report() waits for one controller poll (2 s by default)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    # with the dashboard, as `btp train` starts Ray: Ray Train's placement-group cleaner asks the state API
-    # (served by the dashboard) whether the controller lives; without it, on a host shared with other Ray
-    # instances, a live run was seen taken for dead and its workers removed
-    ray.init(num_cpus=max(2, workers), log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    with ray_session(num_cpus=max(2, workers), log_to_driver=False):
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
 
 
 # ---- the whole `btp train` on synthetic data ----------------------------------------------------------------
@@ -461,8 +464,7 @@ def run_train_bench(args: argparse.Namespace) -> int:
     for round_ in range(args.rounds):
         tag = f"[round {round_ + 1}/{args.rounds}]"
         print(f"  {tag} Ray Train, {workers} workers, FSDP2, gloo ...", flush=True)
-        _start_ray(workers)
-        try:
+        with _bench_ray(workers):
             ray_rounds.append(run_ray(config, workers, args.cpus_per_worker))
             r = ray_rounds[-1]
             print(f"  {tag}   {r['steps_per_s']:.3f} steps/s ({r['wall_s']:.0f} s with start-up)", flush=True)
@@ -472,8 +474,6 @@ def run_train_bench(args: argparse.Namespace) -> int:
                 print(
                     f"    {one['steps_per_s']:.3f} steps/s ({one['wall_s']:.0f} s with start-up)", flush=True
                 )
-        finally:
-            ray.shutdown()
         # Ray starts its workers niced (15 by default): torchrun gets the same, so other load on a shared
         # host weighs on both alike (on an idle host niceness changes nothing)
         nice = ray_rounds[-1]["niceness"]
@@ -488,17 +488,14 @@ def run_train_bench(args: argparse.Namespace) -> int:
             f"  btp train end to end ({args.e2e_steps} steps on synthetic shards, Ray Data pipeline) ...",
             flush=True,
         )
-        _start_ray(workers)
         try:
-            with tempfile.TemporaryDirectory() as tmp:
+            with _bench_ray(workers), tempfile.TemporaryDirectory() as tmp:
                 e2e = run_e2e(args, workers, Path(tmp))
             print(f"    {e2e['steps_per_s']:.3f} steps/s ({e2e['wall_s']:.0f} s with start-up)", flush=True)
         except Exception as err:  # the step figures above stand; the failure is reported with them
             lines = str(err).strip().splitlines()
             e2e_error = f"{type(err).__name__}: {lines[0] if lines else ''}"
             print(f"    btp train failed: {e2e_error}", flush=True)
-        finally:
-            ray.shutdown()
 
     tr, ry = _best(torchrun_rounds), _best(ray_rounds)
     two = max(ray_rounds, key=lambda r: r["model_state_mb"])  # memory: the largest of the 2-worker runs

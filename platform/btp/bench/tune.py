@@ -241,26 +241,9 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"failed trials: grid {g['errors']}, Optuna {o['errors']} (their steps are counted)")
 
 
-def _start_ray(address: str | None) -> tuple[bool, str | None]:
-    """One Ray for both studies, the trials' own prints kept off this console (their logs stay in Ray's)."""
-    import ray
-
-    from btp.tune import local_ray_options
-
-    if ray.is_initialized():
-        return False, None
-    # what `btp tune` sets before its Ray starts: Train's workers inherit it from the raylet
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
-    ray.init(address=address, log_to_driver=False, **({} if address else local_ray_options()))
-    return True, api_server
-
-
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
-
     from btp.config import save_resolved
+    from btp.train.run import ray_session
     from btp.tune import run_study
 
     start = time.perf_counter()
@@ -296,8 +279,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(data),
         "studies": {name: str(out / name) for name in STUDIES},
     }
-    started_here, api_server = _start_ray(args.address)
-    try:
+    # what `btp tune` sets before its Ray starts: Train's workers inherit it from the raylet; the trials' own
+    # prints stay in Ray's logs, off this console
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    with ray_session(args.address, log_to_driver=False):  # one Ray for both studies
         for name in STUDIES:
             tune = configs[name].tune
             _say(
@@ -313,13 +299,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 f"{report[name]['steps']} steps",
                 start,
             )
-    finally:
-        if started_here:
-            ray.shutdown()
-            if api_server is None:
-                os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-            else:
-                os.environ["RAY_API_SERVER_ADDRESS"] = api_server
     for name in STUDIES:
         g = report[name]
         report[f"{name}_best"] = g["best"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,48 @@ def quiet_ray_env() -> None:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", ray_log_level())
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+def local_ray_options() -> dict[str, Any]:
+    """ray.init options for a local Ray that runs Ray Train: its own dashboard on a free loopback port, which its
+    processes are told to use for the State API.
+
+    Ray Train's placement-group cleaner asks the State API, every second, whether the run's controller lives,
+    and removes the run's workers when the answer is "not found". Without its own dashboard a local Ray still
+    names 127.0.0.1:8265 as its API server, and its processes ask whichever other Ray on the machine serves
+    that port: a live run was seen taken for dead and its workers removed. A free port, exported as
+    RAY_API_SERVER_ADDRESS before ray.init (the raylet and every worker inherit it), keeps each Ray on its own.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool]:
+    """The Ray to run on: the one this process has joined, else the cluster at `address` (or RAY_ADDRESS),
+    else a local Ray started with `local_ray_options()`. One started here is shut down at the end and the
+    environment it changed restored. Yields whether it was started here."""
+    import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
+    try:
+        ray.init(address=address, **init_kwargs, **({} if address else local_ray_options()))
+        yield True
+    finally:
+        ray.shutdown()
+        if api_server is None:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = api_server
 
 
 def quiet_data_context() -> None:
@@ -125,10 +168,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     if short:
         print(short, flush=True)
     quiet_ray_env()
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    try:
+    with ray_session(log_to_driver=True):
         quiet_data_context()
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         tasks = data_concurrency(cfg, ray.cluster_resources().get("CPU", 0), nodes)
@@ -160,9 +200,6 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
             ),
         )
         trainer.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
     if store is not None:
         return json.loads(store.read_text("summary.json"))
     return json.loads((out / "summary.json").read_text())
