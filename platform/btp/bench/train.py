@@ -309,11 +309,9 @@ def _bench_ray(workers: int) -> Iterator[None]:
     """A local Ray as `btp train` starts one (its own dashboard: see local_ray_options), shut down at the end."""
     import ray
 
-    from btp.train.run import ray_session
+    from btp.train.run import quiet_ray_env, ray_session
 
-    # as `btp train` sets them: report() waits for one controller poll (2 s by default)
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    quiet_ray_env()  # as `btp train` sets it before its Ray starts: report() waits for one controller poll
     with ray_session(num_cpus=max(2, workers), log_to_driver=False):
         ray.data.DataContext.get_current().enable_progress_bars = False
         yield

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -243,7 +242,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from btp.config import save_resolved
-    from btp.train.run import ray_session
+    from btp.train.run import quiet_ray_env, ray_session
     from btp.tune import run_study
 
     start = time.perf_counter()
@@ -279,10 +278,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(data),
         "studies": {name: str(out / name) for name in STUDIES},
     }
-    # what `btp tune` sets before its Ray starts: Train's workers inherit it from the raylet; the trials' own
+    # what `btp tune` sets before its Ray starts (Train's workers inherit it from the raylet); the trials' own
     # prints stay in Ray's logs, off this console
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    quiet_ray_env()
     with ray_session(args.address, log_to_driver=False):  # one Ray for both studies
         for name in STUDIES:
             tune = configs[name].tune
