@@ -92,6 +92,12 @@ def decode_image(data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")  # convert() forces the full decode inside the try
     # UnidentifiedImageError/truncation are OSError; some plugins raise SyntaxError/ValueError on bad chunks.
+    except Image.UnidentifiedImageError:
+        # PIL's own message names the in-memory buffer object, which tells the reader nothing
+        head = bytes(data[:8])
+        raise ValueError(
+            f"cannot decode image: {len(data)} bytes in no image format PIL reads (they start {head!r})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot decode image: {err}") from err
 

@@ -193,8 +193,11 @@ def test_decode_image_rejects_corrupt_bytes():
     buf = io.BytesIO()
     shapes_image().save(buf, format="PNG")
     for data in (b"not an image at all", b"", buf.getvalue()[: len(buf.getvalue()) // 2]):
-        with pytest.raises(ValueError, match="cannot decode image"):
+        with pytest.raises(ValueError, match="cannot decode image") as err:
             decode_image(data)
+        assert "object at 0x" not in str(err.value)  # no in-memory buffer's address
+    with pytest.raises(ValueError, match=r"19 bytes in no image format PIL reads \(they start b'not an i'\)"):
+        decode_image(b"not an image at all")
 
 
 def test_unknown_transform_name():
