@@ -110,6 +110,9 @@ class BridgeTowerConfig:
     def validate(self) -> None:
         from bridgetower.bridge import BRIDGES
 
+        _check_fields(self.vision, "vision.")
+        _check_fields(self.text, "text.")
+        _check_fields(self, "")
         if self.bridge not in BRIDGES:
             raise ValueError(f"unknown bridge {self.bridge!r}; known: {', '.join(sorted(BRIDGES))}")
         if self.hidden_size % self.num_heads:
@@ -180,6 +183,46 @@ def _levels(chosen: list[int] | None, depth: int, num_cross: int, tower: str) ->
     if sorted(set(levels)) != levels or levels[0] < 0 or levels[-1] >= depth:
         raise ValueError(f"{tower}_bridge_layers must be increasing indices in [0, {depth}); got {levels}")
     return levels
+
+
+# sizes and counts that must be at least 1, and rates that must lie in [0, 1)
+_POSITIVE = {
+    "hidden_size", "num_layers", "num_heads", "intermediate_size", "patch_size", "image_size", "num_channels",
+    "vocab_size", "max_position_embeddings", "type_vocab_size", "num_token_types", "vqa_num_labels",
+    "num_labels", "contrastive_hidden_size", "k_test",
+}  # fmt: skip
+_RATES = {"dropout", "attention_dropout"}
+_NUMBER = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_fields(config: Any, prefix: str) -> None:
+    """Each field of the expected type (an int where an int belongs), sizes positive, dropout rates in [0, 1)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        kind = str(f.type)
+        optional = kind.endswith(" | None")
+        kind = kind.removesuffix(" | None")
+        if value is None:
+            if not optional:
+                raise ValueError(f"{prefix}{f.name} needs a value ({kind}), got None")
+            continue
+        if kind in _NUMBER:
+            if isinstance(value, bool) != (kind == "bool") or not isinstance(value, _NUMBER[kind]):
+                raise ValueError(
+                    f"{prefix}{f.name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}"
+                )
+            if f.name in _POSITIVE and value < 1:
+                raise ValueError(f"{prefix}{f.name} must be at least 1, got {value!r}")
+            if f.name in _RATES and not 0 <= value < 1:
+                raise ValueError(f"{prefix}{f.name} must be in [0, 1), got {value!r}")
+            positive = f.name.endswith("_eps") or f.name == "temperature"
+            if (positive and value <= 0) or (f.name == "initializer_range" and value < 0):
+                raise ValueError(f"{prefix}{f.name} must be positive, got {value!r}")
+        elif kind.startswith("list[int]") and (
+            not isinstance(value, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise ValueError(f"{prefix}{f.name} must be a list of layer indices, got {value!r}")
 
 
 _BASE = {

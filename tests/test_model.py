@@ -110,6 +110,24 @@ def test_bridge_layers_and_depth_are_configurable():
         tiny(bridge="sum")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hidden_size": "abc"}, "hidden_size must be an int, got 'abc'"),
+        ({"num_layers": 0}, "num_layers must be at least 1, got 0"),
+        ({"text": {"num_heads": 2.0}}, "text.num_heads must be an int, got 2.0"),
+        ({"vision": {"patch_size": -8}}, "vision.patch_size must be at least 1"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
+        ({"itc": 1}, "itc must be a bool, got 1"),
+        ({"temperature": 0.0}, "temperature must be positive"),
+        ({"vision_bridge_layers": [0, "1"]}, "vision_bridge_layers must be a list of layer indices"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_or_range_is_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**overrides)
+
+
 def test_pretraining_shares_the_vision_pass():
     cfg = tiny()
     model = BridgeTowerForPretraining(cfg)
