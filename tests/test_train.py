@@ -286,3 +286,26 @@ def test_classification_without_data_or_classes_is_one_clear_message(synth, tmp_
     assert main(["train", "experiments/synth/text_cls.yaml", *args]) == 2
     err = capsys.readouterr().err
     assert "needs its number of classes: no sentiment_labels.json beside the training shards" in err
+
+
+def test_a_run_that_fails_in_a_worker_names_the_bad_row(synth, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in synth.iterdir():  # the synthetic set with one unreadable picture in the first training shard
+        if path.is_file():
+            (data / path.name).write_bytes(path.read_bytes())
+        else:
+            (data / path.name).symlink_to(path)
+    shard = data / "vqav2_train_0.arrow"
+    table = pa.ipc.open_file(pa.BufferReader(shard.read_bytes())).read_all()  # not mapped: rewritten below
+    images = table.column("image").to_pylist()
+    images[1] = b"not a png"
+    table = table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+    with pa.ipc.new_file(str(shard), table.schema) as writer:
+        writer.write_table(table)
+    args = _args(data, tmp_path, "train.num_workers=1", "train.max_steps=2", "data.map_batch_size=4")
+    assert main(["train", "experiments/synth/vqa.yaml", *args]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-2].startswith("btp train vqa: the run failed: "), lines[-2:]
+    assert f"{shard} row 1: column image: cannot decode image" in lines[-2], lines[-2:]
+    assert lines[-1].strip().startswith("it saved no checkpoint: fix the cause"), lines[-1]

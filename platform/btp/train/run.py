@@ -126,6 +126,124 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.fsdp: false needs train.num_workers: 1 (several workers shard with FSDP2)")
 
 
+def preflight(cfg: ExperimentConfig, resources: bool = True) -> None:
+    """What can be checked before a run writes anything or starts Ray: the model's configuration, the
+    transforms and the tokenizer exist, the storage is a folder, local checkpoints to start from exist, and the
+    workers fit a local Ray (`resources`). One ConfigError naming the key otherwise; a worker would otherwise
+    fail with it minutes later, deep in Ray's logs.
+    """
+    from bridgetower.transforms import TRANSFORMS
+
+    d = cfg.data
+    for key, name in (("data.transform", d.transform), ("data.eval_transform", d.eval_transform)):
+        if name not in TRANSFORMS:
+            raise ConfigError(f"{key}: unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")
+    try:
+        model_config(cfg)  # BridgeTowerConfig checks every field's type and range, and the bridge's name
+    except (ValueError, TypeError) as err:
+        hint = (
+            " (data.image_size sets vision.image_size)" if d.image_size and "image_size" in str(err) else ""
+        )
+        raise ConfigError(f"model: {err}{hint}") from None
+    for key, value in (
+        ("model.init_from", cfg.model.init_from),
+        ("model.init_towers.vision", cfg.model.init_towers.vision if cfg.model.init_towers else None),
+        ("model.init_towers.text", cfg.model.init_towers.text if cfg.model.init_towers else None),
+    ):
+        # a local path (absolute, ./ or runs/) must exist; anything else may be a hub id or a URI
+        if (
+            value
+            and "://" not in value
+            and value.startswith(("/", ".", "runs/"))
+            and not Path(value).exists()
+        ):
+            raise ConfigError(f"{key}: {value} not found; give a run folder, a checkpoint or a hub id")
+    if d.task != "image_classification":
+        _check_tokenizer(d.tokenizer)
+    storage = Path(cfg.train.storage)
+    if not is_remote(cfg.train.storage) and storage.exists() and not storage.is_dir():
+        raise ConfigError(f"train.storage: {storage} is a file, not a folder; choose another train.storage")
+    if resources:
+        _check_resources(cfg)
+
+
+def _check_tokenizer(path: str | None) -> None:
+    from bridgetower.tokenization import load_tokenizer
+
+    if not path:
+        raise ConfigError("data.tokenizer: empty; give the tokenizer's folder (or a hub id)")
+    hint = "give the folder `btp data synth` or `btp data convert` wrote (data.root/tokenizer by default), or a hub id"
+    if "://" in path or not Path(path).exists():
+        if "://" not in path and (path.startswith(("/", ".")) or path.count("/") > 1):
+            raise ConfigError(f"data.tokenizer: {path} not found; {hint}")
+        return  # a hub id or a URI: the workers fetch it (a driver may not reach the hub)
+    try:
+        load_tokenizer(path)
+    except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, ... for a bad folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"data.tokenizer: cannot load {path} ({first}); {hint}") from None
+
+
+def _check_resources(cfg: ExperimentConfig) -> None:
+    """The workers must fit the local Ray a run starts (on a cluster, the autoscaler may add nodes: not checked)."""
+    import ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return
+    t = cfg.train
+    try:
+        from ray._private.utils import get_num_cpus  # what a local Ray counts (container limits included)
+
+        cpus = float(get_num_cpus())
+    except Exception:  # noqa: BLE001 - a private helper: fall back to the cores Python sees
+        cpus = float(os.cpu_count() or 1)
+    workers = f"{t.num_workers} worker{'s' if t.num_workers != 1 else ''}"
+    need = t.num_workers * t.cpus_per_worker
+    if need > cpus:
+        raise ConfigError(
+            f"train.num_workers: {workers} x train.cpus_per_worker {t.cpus_per_worker:g} = "
+            f"{need:g} CPUs, but the local Ray has {cpus:g}; use fewer workers, a smaller train.cpus_per_worker, "
+            "or a cluster (RAY_ADDRESS)"
+        )
+    if t.use_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        need = t.num_workers * t.gpus_per_worker
+        if need > gpus:
+            raise ConfigError(
+                f"train.use_gpu: {workers} x train.gpus_per_worker {t.gpus_per_worker:g} = "
+                f"{need:g} GPUs, but this machine has {gpus}; set train.use_gpu=false or run on a GPU cluster"
+            )
+
+
+def failure_message(err: BaseException) -> str:
+    """The first line of what went wrong in a failed run, found under Ray's wrappers (worker group, task, UDF)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    root = err
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        root = e
+        inner = [
+            *getattr(e, "worker_failures", {}).values(),
+            getattr(e, "controller_failure", None),
+            getattr(e, "cause", None),
+            e.__cause__,
+        ]
+        inner = [x for x in inner if isinstance(x, BaseException)]
+        if inner:
+            todo = inner[:1]  # the first worker's failure; the others are usually the same
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if type(root).__module__.split(".")[0] in ("btp", "bridgetower"):
+        return text or type(root).__name__  # our own errors name the file, row or key
+    return f"{type(root).__name__}: {text}" if text else type(root).__name__
+
+
 def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Run the experiment on Ray Train; returns the final metrics (also in runs/NAME/summary.json).
 
@@ -149,6 +267,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     else:
         check_earlier(store.uri, store.exists("config.yaml"), resume)  # type: ignore[arg-type]
     samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
+    preflight(cfg)
     if store is not None and not resume:
         shutil.rmtree(out, ignore_errors=True)  # staged files of an earlier run whose remote folder is gone
     out.mkdir(parents=True, exist_ok=True)
@@ -260,6 +379,17 @@ def _as_dict(cfg: ExperimentConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
+def _after_failure(cfg: ExperimentConfig) -> str:
+    """What to do after a failed run: --resume where it saved a checkpoint, else start again."""
+    cfg = absolute_paths(cfg)
+    if is_remote(cfg.train.storage):
+        return "fix the cause, then continue from its last checkpoint with --resume (if it saved one)"
+    out = run_dir(cfg)
+    if any(out.glob("checkpoint_*")):
+        return f"its checkpoints are kept in {out}: fix the cause and continue with --resume"
+    return f"it saved no checkpoint: fix the cause and start it again with --resume (or remove {out})"
+
+
 def main_train(args: argparse.Namespace) -> int:
     try:
         cfg = load_experiment(args.experiment, args.overrides)
@@ -269,12 +399,8 @@ def main_train(args: argparse.Namespace) -> int:
         print(f"btp train: {err}", file=sys.stderr)
         return 2
     except _train_errors() as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        print(
-            f"btp train {cfg.train.name}: the run failed ({first}); its last checkpoint is kept: "
-            f"fix the cause and continue with --resume",
-            file=sys.stderr,
-        )
+        print(f"btp train {cfg.train.name}: the run failed: {failure_message(err)}", file=sys.stderr)
+        print(f"  {_after_failure(cfg)}", file=sys.stderr)
         return 1
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
     print(f"btp train {cfg.train.name}: done in {time.perf_counter() - start:.0f} s: {shown}")
