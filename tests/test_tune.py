@@ -143,6 +143,46 @@ def test_a_study_on_remote_storage_is_refused_before_anything_starts(tmp_path):
         study_dir(cfg)
 
 
+def test_a_setting_every_trial_would_fail_on_stops_the_study_before_ray(tmp_path, capsys):
+    from btp.cli import main
+    from btp.data.synth import write_synthetic
+
+    write_synthetic(tmp_path / "data", images=60, seed=1)
+    args = [
+        f"data.root={tmp_path / 'data'}",
+        f"train.storage={tmp_path / 'studies'}",
+        "model.bridge=nonexistent",
+    ]
+    assert main(["tune", "experiments/synth/vqa_lr.yaml", *args]) == 2
+    assert (
+        "btp tune: stage search: model: unknown bridge 'nonexistent'; known: add" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "studies").exists()
+
+
+def test_a_stage_without_its_metric_says_why(tmp_path):
+    from btp.tune import Stage, no_result
+
+    stage = Stage("search", load_experiment(STUDY), {}, 2, 1, "val/accuracy", "max", 1)
+    for trial, row in (
+        ("search_a", {"step": 4, "val/loss": 1.0, "val/vqa_score": 0.5}),
+        ("search_b", {"step": 2}),
+    ):
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    assert no_result(stage, [{}, {}], {}, tmp_path) == (
+        "stage search: no trial reported val/accuracy; its trials report val/loss, val/vqa_score: "
+        "set the stage's metric (tune.metric) to one of them"
+    )
+    failed = no_result(
+        stage, [{}, {}], {"search_a": "data.csv row 3: bad", "search_b": "x"}, tmp_path / "none"
+    )
+    assert (
+        failed
+        == f"stage search: all 2 trials failed; the first with: data.csv row 3: bad (each trial's output is in {tmp_path / 'none'})"
+    )
+
+
 def test_missing_stage_experiment_and_missing_tune_section(tmp_path):
     doc = _study_doc()
     doc["tune"]["stages"][1]["experiment"] = "nope.yaml"

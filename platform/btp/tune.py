@@ -38,7 +38,15 @@ from btp.config import (
     parse_override,
 )
 from btp.train.build import DataMissingError
-from btp.train.run import absolute_paths, quiet_data_context, quiet_ray_env, ray_session
+from btp.train.run import (
+    absolute_paths,
+    failure_message,
+    planned_run,
+    preflight,
+    quiet_data_context,
+    quiet_ray_env,
+    ray_session,
+)
 from btp.train.storage import is_remote
 
 SUMMARY = "summary.json"
@@ -361,7 +369,7 @@ def _last_metric(run: Path, metric: str) -> tuple[float | None, int]:
     return value, step
 
 
-def collect(root: Path, stage: Stage, errors: set[str]) -> list[dict[str, Any]]:
+def collect(root: Path, stage: Stage, errors: dict[str, str]) -> list[dict[str, Any]]:
     """Every trial of the stage from its run directory: params, parent, status, final metric, steps."""
     trials = []
     for record_file in sorted((root / stage.name).glob(f"*/{TRIAL_FILE}")):
@@ -519,13 +527,14 @@ def make_scheduler(config: SchedulerConfig, stage: Stage, steps: int) -> Any:
     )
 
 
-def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: ExperimentConfig, resume: bool):
-    """Run (or, with --resume, finish) one stage's Tune experiment; returns the names of trials that errored."""
+def run_stage(
+    stage: Stage, study: str, root: Path, storage: str, cfg: ExperimentConfig, resume: bool
+) -> dict[str, str]:
+    """Run (or, with --resume, finish) one stage's Tune experiment; returns {trial name: its error} of the trials
+    that errored."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
-
-    from btp.train.run import planned_run
 
     t = cfg.tune
     space = tune_space(stage.space)
@@ -569,7 +578,7 @@ def run_stage(stage: Stage, study: str, root: Path, storage: str, cfg: Experimen
         )
     results = tuner.fit()
     return {
-        f"{stage.name}_{result.metrics['trial_id']}"
+        f"{stage.name}_{result.metrics['trial_id']}": failure_message(result.error)
         for result in results
         if result.error is not None and (result.metrics or {}).get("trial_id")
     }
@@ -582,6 +591,13 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
     stages = plan_stages(cfg, path, overrides)
     for stage in stages:
         check_space(stage, grid=cfg.tune.sampler.type == "grid")
+        # a setting every trial would fail on is found now, not in each trial's worker (on a cluster, its
+        # autoscaler may add the CPUs and GPUs a local Ray lacks)
+        planned_run(stage.base)
+        try:
+            preflight(absolute_paths(stage.base), resources=address is None)
+        except ConfigError as err:
+            raise ConfigError(f"stage {stage.name}: {err}") from None
     name = cfg.train.name
     root = study_dir(cfg)
     earlier = (root / SUMMARY).is_file()
@@ -625,7 +641,29 @@ def run_study(path: Path, overrides: list[str], resume: bool = False, address: s
             done.append(record)
             _settle_optuna(storage, f"{name}.{stage.name}", record["trials"])
             write_summary(root, name, stages, done, storage)
+            if not any(t["metric"] is not None for t in record["trials"]):
+                raise StudyError(no_result(stage, record["trials"], errors, root / stage.name))
     return write_summary(root, name, stages, done, storage)
+
+
+def no_result(stage: Stage, trials: list[dict[str, Any]], errors: dict[str, str], stage_dir: Path) -> str:
+    """Why no trial of a stage has a value of its metric: the trials failed, or they report other metrics."""
+    reported: set[str] = set()
+    for run in stage_dir.iterdir() if stage_dir.is_dir() else []:
+        if (run / "metrics.jsonl").is_file():
+            reported |= {k for row in _evaluations(run, "step") for k in row if k.startswith("val/")}
+    if reported:
+        return (
+            f"stage {stage.name}: no trial reported {stage.metric}; its trials report {', '.join(sorted(reported))}: "
+            f"set the stage's metric (tune.metric) to one of them"
+        )
+    if errors:
+        first = next(iter(errors.values()))
+        return (
+            f"stage {stage.name}: all {len(trials)} trials failed; the first with: {first} "
+            f"(each trial's output is in {stage_dir})"
+        )
+    return f"stage {stage.name}: no trial reported {stage.metric}; see {stage_dir}"
 
 
 @contextlib.contextmanager
@@ -678,9 +716,12 @@ def main_tune(args: argparse.Namespace) -> int:
     try:
         cfg = load_experiment(args.experiment, args.overrides)
         summary = run_study(Path(args.experiment), args.overrides, resume=args.resume, address=args.address)
-    except (ConfigError, DataMissingError, StudyError) as err:
+    except (ConfigError, DataMissingError) as err:
         print(f"btp tune: {err}", file=sys.stderr)
         return 2
+    except StudyError as err:
+        print(f"btp tune: {err}", file=sys.stderr)
+        return 1
     root = study_dir(cfg)
     print(f"btp tune {cfg.train.name}: done in {time.perf_counter() - start:.0f} s")
     _print_result(summary, root)
