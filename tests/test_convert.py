@@ -273,12 +273,21 @@ def test_snli_ve_labels_and_grouping(tmp_path):
     assert second["labels"] == [1]  # neutral 1
 
 
-def test_rerun_removes_stale_shards(tmp_path):
+def test_a_rerun_is_refused_or_replaces_every_shard_of_the_dataset(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     make_coco(raw)
     convert("coco", raw, out, rows_per_shard=1, log=quiet)
     assert (out / "coco_caption_karpathy_train_2.arrow").is_file()
-    convert("coco", raw, out, rows_per_shard=10, log=quiet)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(
+        ConvertError, match=r"already holds \d+ coco shard\(s\) \(coco_caption_karpathy_.*--overwrite"
+    ):
+        convert("coco", raw, out, rows_per_shard=10, log=quiet)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing lost
+    stray = out / "coco_caption_karpathy_extra_0.arrow"  # a split this source does not have
+    stray.write_bytes(before["coco_caption_karpathy_train_0.arrow"])
+    convert("coco", raw, out, rows_per_shard=10, log=quiet, overwrite=True)
+    assert not stray.exists()  # splits of two sources never mix
     assert sorted(p.name for p in out.glob("coco_caption_karpathy_train_*")) == [
         "coco_caption_karpathy_train_0.arrow"
     ]

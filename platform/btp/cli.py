@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop records whose image file is missing (counted and reported) instead of stopping",
     )
     convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset's shards already in --out (every split of it); without it they are kept and "
+        "the conversion stops",
+    )
+    convert.add_argument(
         "--min-answer-freq",
         type=int,
         default=9,

@@ -520,16 +520,32 @@ def convert(
     skip_missing_images: bool = False,
     min_answer_freq: int = 9,
     glue_tasks: tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> dict:
-    """Convert one task's raw download under `raw` into Arrow shards under `out`; returns a summary."""
+    """Convert one task's raw download under `raw` into Arrow shards under `out`; returns a summary.
+
+    Shards of the same dataset already in `out` (an earlier conversion, or synthetic data of the same name) are
+    a ConvertError unless `overwrite`, which removes them all first: splits of two sources never mix.
+    """
     raw, out = Path(raw), Path(out)
     _prepare(task, raw, out, rows_per_shard)
     start = time.perf_counter()
     options = Options(min_answer_freq=min_answer_freq, glue_tasks=tuple(glue_tasks), log=log)
     plan = CONVERTERS[task](raw, options)
     splits, missing = _drop_missing(plan.splits, skip_missing_images, log)
-    out.mkdir(parents=True, exist_ok=True)
     prefix = OUTPUT_PREFIX[task]
+    # the dataset's file family: every split of it (GLUE: of each task converted)
+    families = {f"{prefix}_{split.split('_')[0]}" for split in splits} if task == "glue" else {prefix}
+    earlier = sorted({p for f in families for p in out.glob(f"{f}_*.arrow")}) if out.is_dir() else []
+    if earlier and not overwrite:
+        names = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        raise ConvertError(
+            f"{out} already holds {len(earlier)} {task} shard(s) ({names}); pass --overwrite to replace them "
+            "all, or choose another --out"
+        )
+    for path in earlier:
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     files: dict[str, int] = {}
     for split, rows in splits.items():
         schema = plan.schemas.get(split) or output_schema(task)
@@ -561,6 +577,7 @@ def main_convert(args: argparse.Namespace) -> int:
             skip_missing_images=getattr(args, "skip_missing_images", False),
             min_answer_freq=getattr(args, "min_answer_freq", 9),
             glue_tasks=tuple(t for t in (getattr(args, "glue_tasks", None) or "").split(",") if t),
+            overwrite=getattr(args, "overwrite", False),
         )
     except ConvertError as err:
         raise SystemExit(f"btp data convert: {err}") from err
