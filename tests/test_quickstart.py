@@ -64,3 +64,22 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
     assert "[quickstart" in printed and "majority" in printed and str(out / "summary.json") in printed
     for kind in TYPES:
         assert f"  {kind}" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--images", "-5"], "--images must be at least 40 (every split needs pictures), got -5"),
+        (["--study", "nope.yaml"], "--study nope.yaml not found"),
+        (["train.lrr=1"], "quickstart.yaml: override 'train.lrr=1': unknown key; did you mean train.lr?"),
+        (["--out", "FILE"], "is a file, not a folder; choose another --out"),
+    ],
+)
+def test_bad_arguments_stop_the_quickstart_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("notes\n")
+    out = ["--out", "qs"] if "--out" not in args else []
+    assert main(["quickstart", *out, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]  # nothing generated
+    assert (tmp_path / "FILE").read_text() == "notes\n"

@@ -106,6 +106,23 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def check_arguments(out: Path, images: int, study: Path, extra: list[str]) -> None:
+    """The options and overrides, checked before minutes of data generation and training: ConfigError."""
+    from btp.config import ConfigError, load_experiment
+    from btp.data.synth import MIN_IMAGES
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+    if images < MIN_IMAGES:
+        raise ConfigError(
+            f"--images must be at least {MIN_IMAGES} (every split needs pictures), got {images}"
+        )
+    if not study.is_file():
+        raise ConfigError(f"--study {study} not found")
+    for experiment in (study, study_file(VISION_FILE)):  # the overrides go to both
+        load_experiment(experiment, extra)
+
+
 def run_quickstart(
     out: Path,
     images: int,
@@ -119,9 +136,10 @@ def run_quickstart(
 
     start = time.perf_counter()
     out = out.resolve()
+    study = study or study_file()
+    check_arguments(out, images, study, extra or [])
     out.mkdir(parents=True, exist_ok=True)
     data = make_data(out, images, start)
-    study = study or study_file()
     resume = resume or (out / "study" / "summary.json").is_file()
     with study_ray(address):  # one Ray for the vision tower and the study
         vision = train_vision_tower(out, data, extra or [], start)
