@@ -7,6 +7,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,3 +54,34 @@ def test_btp_help_lists_subcommands():
 def test_btp_without_command_is_a_usage_error():
     done = subprocess.run(["btp"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "usage: btp" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["bench", "model", "--batch", "0"],
+            "btp bench model: error: argument --batch: must be at least 1, got 0",
+        ),
+        (["bench", "model", "--repeats", "two"], "argument --repeats: expected an integer, got 'two'"),
+        (
+            ["bench", "ingest", "--rows", "0"],
+            "btp bench ingest: error: argument --rows: must be at least 1, got 0",
+        ),
+        (["bench", "ingest", "--stream-gb", "-1"], "argument --stream-gb: must be at least 0.001, got -1"),
+        (["bench", "tune", "--lrs", "2e-4,abc"], "argument --lrs: 'abc' is not a positive number"),
+        (["bench", "tune", "--images", "5"], "argument --images: must be at least 40, got 5"),
+        (
+            ["quickstart", "--images", "-5"],
+            "btp quickstart: error: argument --images: must be at least 40, got -5",
+        ),
+    ],
+)
+def test_a_bad_number_is_a_usage_error_naming_the_option(args, message, capsys):
+    from btp.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

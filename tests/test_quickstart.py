@@ -69,7 +69,6 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--images", "-5"], "--images must be at least 40 (every split needs pictures), got -5"),
         (["--study", "nope.yaml"], "--study nope.yaml not found"),
         (["train.lrr=1"], "quickstart.yaml: override 'train.lrr=1': unknown key; did you mean train.lr?"),
         (["--out", "FILE"], "is a file, not a folder; choose another --out"),

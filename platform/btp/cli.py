@@ -31,6 +31,35 @@ _tune = _command("btp.tune:main_tune")
 _quickstart = _command("btp.quickstart:main_quickstart")
 
 
+def at_least(least: float, kind: type = int):
+    """An argparse type: a number of `kind` no smaller than `least` (argparse names the option on a bad value)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least:g}, got {text}")
+        return value
+
+    return parse
+
+
+def positive_floats(text: str) -> str:
+    """An argparse type: comma-separated positive numbers (kept as the text; the bench parses it)."""
+    for item in (v.strip() for v in text.split(",") if v.strip()):  # none at all: the bench says so
+        try:
+            ok = float(item) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a positive number; give e.g. 2e-4,5e-4,1e-3")
+    return text
+
+
 def _address_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)"
@@ -64,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the two-stage study to run (default: experiments/synth/quickstart.yaml)",
     )
     quickstart.add_argument(
-        "--images", type=int, default=20000, help="synthetic pictures to generate (default 20000)"
+        "--images", type=at_least(40), default=20000, help="synthetic pictures to generate (default 20000)"
     )
     _address_option(quickstart)
     quickstart.add_argument(
@@ -205,17 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
         "measured matmul peak of this machine.",
     )
     model.add_argument("--preset", default="base", choices=["tiny", "base", "large"])
-    model.add_argument("--batch", type=int, default=4, help="samples per step (default 4)")
-    model.add_argument("--text-len", type=int, default=40, help="text tokens per sample (default 40)")
-    model.add_argument("--image-size", type=int, default=None, help="pixels (default: the preset's)")
-    model.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5)")
+    model.add_argument("--batch", type=at_least(1), default=4, help="samples per step (default 4)")
+    model.add_argument("--text-len", type=at_least(1), default=40, help="text tokens per sample (default 40)")
+    model.add_argument("--image-size", type=at_least(1), default=None, help="pixels (default: the preset's)")
+    model.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats per model (default 5)")
     model.add_argument(
         "--task",
         choices=["itm", "pretrain"],
         default="itm",
         help="itm: backbone + ITM head; pretrain: also one MLM+ITM step vs the two-pass recipe",
     )
-    model.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    model.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: all cores)")
     model.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -235,22 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Also prints peak memory.",
     )
     ingest.add_argument(
-        "--rows", type=int, default=50000, help="samples per pass, for every method (default 50000)"
+        "--rows", type=at_least(1), default=50000, help="samples per pass, for every method (default 50000)"
     )
-    ingest.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    ingest.add_argument("--batch", type=at_least(1), default=64, help="batch size (default 64)")
     ingest.add_argument(
-        "--image-size", type=int, default=64, help="image size after the transform (default 64)"
+        "--image-size", type=at_least(8), default=64, help="image size after the transform (default 64)"
     )
     ingest.add_argument(
         "--map-rows",
-        type=int,
+        type=at_least(1),
         default=64,
         help="dataset rows per preprocessing call, for every method (default 64)",
     )
-    ingest.add_argument("--workers", type=int, default=2, help="processes for Ray Data and the DataLoader")
+    ingest.add_argument(
+        "--workers", type=at_least(1), default=2, help="processes for Ray Data and the DataLoader"
+    )
     ingest.add_argument(
         "--stream-gb",
-        type=float,
+        type=at_least(0.001, float),
         default=None,
         metavar="GB",
         help="instead: stream GB of generated shards and report peak memory of driver and workers",
@@ -358,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic shards to use (default: write them into OUT/data)",
     )
     bench_tune.add_argument(
-        "--images", type=int, default=4000, help="synthetic pictures to write without --data (default 4000)"
+        "--images",
+        type=at_least(40),
+        default=4000,
+        help="synthetic pictures to write without --data (default 4000)",
     )
     bench_tune.add_argument(
         "--experiment",
@@ -366,10 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="base VQA experiment (default: experiments/synth/vqa_scratch.yaml)",
     )
-    bench_tune.add_argument("--steps", type=int, default=300, help="training steps per trial (default 300)")
+    bench_tune.add_argument(
+        "--steps", type=at_least(1), default=300, help="training steps per trial (default 300)"
+    )
     bench_tune.add_argument(
         "--eval-every",
-        type=int,
+        type=at_least(1),
         default=100,
         help="steps between evaluations; ASHA's first cut (default 100: at 50 every setting still answers "
         "the question prior)",
@@ -382,17 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench_tune.add_argument(
         "--lrs",
         default="2e-4,5e-4,1e-3",
+        type=positive_floats,
         help="learning rates, comma-separated (default 2e-4,5e-4,1e-3)",
     )
     bench_tune.add_argument(
-        "--samples", type=int, default=None, help="Optuna trials (default: half the grid's, rounded up)"
+        "--samples",
+        type=at_least(1),
+        default=None,
+        help="Optuna trials (default: half the grid's, rounded up)",
     )
     bench_tune.add_argument(
-        "--reduction-factor", type=int, default=3, help="ASHA's reduction factor (default 3)"
+        "--reduction-factor", type=at_least(2), default=3, help="ASHA's reduction factor (default 3)"
     )
     bench_tune.add_argument(
         "--startup-trials",
-        type=int,
+        type=at_least(1),
         default=None,
         help="Optuna trials before TPE models the results (default: the first trials, which try every bridge "
         "and every lr once: the longer of the two lists)",

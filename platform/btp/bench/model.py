@@ -6,6 +6,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -98,7 +99,14 @@ def run_model_bench(args: argparse.Namespace) -> int:
     # transformers' format shares one eps between the text tower and the cross-modal layers: match it
     cfg = BridgeTowerConfig.preset(args.preset, cross_layer_norm_eps=1e-5, mlm_layer_norm_eps=1e-5)
     if args.image_size:
-        cfg = cfg.replace(vision={"image_size": args.image_size})
+        try:
+            cfg = cfg.replace(vision={"image_size": args.image_size})
+        except ValueError as err:
+            print(
+                f"btp bench model: --preset {args.preset} --image-size {args.image_size}: {err}",
+                file=sys.stderr,
+            )
+            return 2
     size = cfg.vision.image_size
     b, n = args.batch, args.text_len
     report: dict[str, Any] = {
