@@ -334,7 +334,12 @@ def test_a_folder_of_runs_with_missing_data_is_reported_not_a_traceback(tmp_path
         f.write('{"step": 30, "val/vqa_score": 0.45}\n')  # step 30 again after a resume: this one counts
     assert main(["report", str(runs)]) == 0
     out = runs / "report"
-    assert f"{out / 'report.html'}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"{out / 'report.html'}" in printed.out
+    assert (
+        "note(s) on what was read" in printed.err
+        and "good: metrics.jsonl: 1 unreadable line(s) skipped" in printed.err
+    )
     page = (out / "report.html").read_text()
     assert "4 runs: empty, good, nan, partial" in page
     assert "empty: no metrics.jsonl" in page and "metrics.jsonl: 1 unreadable line(s) skipped" in page

@@ -1435,4 +1435,15 @@ def main_report(args: argparse.Namespace) -> int:
     runs = len(comp.runs) + sum(len(s.runs) for st in comp.studies for s in st.stages)
     print(f"btp report: {page} ({runs} runs, {len(comp.studies)} studies); tables: {out / 'summary.md'}")
     print(f"  {note}")
+    notes = (
+        [f"{r.name}: {n}" for r in comp.runs for n in r.notes]
+        + [f"{st.name}: {n}" for st in comp.studies for n in st.notes]
+        + [f"{r.name}: {n}" for st in comp.studies for s in st.stages for r in s.runs for n in r.notes]
+    )
+    if notes:  # what could not be read is on the console too, not only in the report
+        print(f"  {len(notes)} note(s) on what was read (also in summary.md):", file=sys.stderr)
+        for text in notes[:10]:
+            print(f"    {text}", file=sys.stderr)
+        if len(notes) > 10:
+            print(f"    ... and {len(notes) - 10} more in {out / 'summary.md'}", file=sys.stderr)
     return 0
