@@ -185,19 +185,6 @@ def test_a_stopped_run_resumes_exactly(synth, pretrained, straight, tmp_path, ca
     assert _max_diff(_weights(straight), _weights(tmp_path / "runs" / "stopped")) <= 1e-6
 
 
-def test_a_lone_worker_resumes_exactly(synth, tmp_path, capsys):
-    """One worker saves and loads its checkpoints without the process group (see save_checkpoint)."""
-    one = ["train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=null", "train.num_workers=1"]
-    base = ["experiments/synth/vqa.yaml", *_args(synth, tmp_path, *one)]
-    assert main(["train", *base, "train.name=straight1"]) == 0
-    stopped = [*base, "train.name=stopped1", "train.fail_at_step=3"]
-    assert main(["train", *stopped]) == 1
-    assert main(["train", *stopped, "--resume"]) == 0
-    assert "resumed at step 2" in capsys.readouterr().out
-    runs = tmp_path / "runs"
-    assert _max_diff(_weights(runs / "straight1"), _weights(runs / "stopped1")) <= 1e-6
-
-
 def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     synth, pretrained, straight, tmp_path, capsys
 ):
