@@ -32,8 +32,9 @@ def test_vqa_from_scratch_learns_counting_colours_and_positions(tmp_path):
             "train.eval_every=250",
             "train.checkpoint_every=250",
             "track.wandb=false",
-            # the lone worker's torch on both cores, as the README's recipe does
-            "train.threads=2",
+            # one torch thread: pytest's other process works on the second core, and two OpenMP threads of a
+            # niced Ray worker sharing a core with it were seen run up to 15x slower (one thread: 2x)
+            "train.threads=1",
             "data.cpus_per_task=1",
         ]
     )
@@ -44,7 +45,7 @@ def test_vqa_from_scratch_learns_counting_colours_and_positions(tmp_path):
         kind: summary[f"test/vqa_score/{kind}"] for kind in ("color", "count", "position", "shape", "exist")
     }
     report = f"test scores {scores}, overall {summary['test/vqa_score']:.3f}; majority baselines {baseline}"
-    # measured 0.653 overall (count 0.877, colour 0.725, position 0.648) on 2 cores: a margin of about 10 points
+    # measured 0.667 overall (count 0.907, colour 0.704, position 0.626) on 2 cores: a margin of about 10 points
     assert summary["test/vqa_score"] >= 0.55, report
     assert scores["count"] >= 0.8, report
     for kind in ("color", "position"):
