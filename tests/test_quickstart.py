@@ -34,6 +34,7 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
         "train.checkpoint_every=4",
         "train.batch_size=16",
         "train.num_workers=1",
+        "train.threads=1",  # pytest's other process works on the second core (see test_learn)
     ]
     code = main(["quickstart", "--out", str(out), "--images", "300", "--study", str(study), *shrink])
     assert code == 0
