@@ -61,10 +61,21 @@ def test_quickstart_runs_the_whole_platform(tmp_path, capsys, monkeypatch):
     }
     assert groups == {"study"}
 
-    printed = capsys.readouterr().out
+    console = capsys.readouterr()
+    printed = console.out
     assert "[quickstart" in printed and "majority" in printed and str(out / "summary.json") in printed
     for kind in TYPES:
         assert f"  {kind}" in printed
+    # the study's own progress lines, not Tune's configuration box, Optuna's and Tune's INFO lines, or the
+    # error line each Ray Train run's preemption watcher logged
+    assert "[study] stage vqa" in printed
+    for noise in (
+        "Configuration for experiment",
+        "A new study created",
+        "Wrote the latest",
+        "PreemptionWatcher",
+    ):
+        assert noise not in printed + console.err, noise
 
 
 @pytest.mark.parametrize(

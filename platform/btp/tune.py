@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -45,6 +46,7 @@ from btp.train.run import (
     preflight,
     quiet_data_context,
     quiet_ray_env,
+    ray_log_level,
     ray_session,
 )
 from btp.train.storage import is_remote
@@ -671,8 +673,16 @@ def study_ray(address: str | None = None) -> Iterator[None]:
     """The Ray a study runs on: the one this process is connected to, else `address` (or RAY_ADDRESS), else a
     local Ray started here, with its own dashboard (Ray Train frees the placement groups of trials that Tune
     stops through its State API), and shut down at the end."""
+    import optuna
+
     quiet_ray_env()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
+    # the study prints its own progress lines ([STUDY] ...); Tune's newer console output prints a configuration
+    # box and a TensorBoard hint into Ray's temporary folder even at verbose=0, the older one nothing
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    level = ray_log_level()
+    logging.getLogger("ray.tune").setLevel(level)  # "Wrote the latest version of all result files ..."
+    optuna.logging.set_verbosity(getattr(optuna.logging, level))  # "A new study created in RDB ..."
     with ray_session(address, log_to_driver=True):
         quiet_data_context()
         yield

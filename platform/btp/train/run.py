@@ -75,6 +75,10 @@ def local_ray_options() -> dict[str, Any]:
     names 127.0.0.1:8265 as its API server, and its processes ask whichever other Ray on the machine serves
     that port: a live run was seen taken for dead and its workers removed. A free port, exported as
     RAY_API_SERVER_ADDRESS before ray.init (the raylet and every worker inherit it), keeps each Ray on its own.
+
+    Ray Train's preemption watcher is off (unless RAY_TRAIN_ENABLE_PREEMPTION_WATCHER says otherwise): it waits
+    for the drain notice of a spot node, which a one-machine Ray never gets, and each run's watcher logged an
+    error line on the console at start ("constructor arguments in the object store and max_restarts > 0").
     """
     import socket
 
@@ -82,7 +86,12 @@ def local_ray_options() -> dict[str, Any]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+
+
+# what local_ray_options() sets in this process's environment, restored when its Ray ends
+LOCAL_RAY_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 
 @contextlib.contextmanager
@@ -96,16 +105,17 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool
         yield False
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
+    saved = {key: os.environ.get(key) for key in LOCAL_RAY_ENV}
     try:
         ray.init(address=address, **init_kwargs, **({} if address else local_ray_options()))
         yield True
     finally:
         ray.shutdown()
-        if api_server is None:
-            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-        else:
-            os.environ["RAY_API_SERVER_ADDRESS"] = api_server
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def quiet_data_context() -> None:
