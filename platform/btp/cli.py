@@ -266,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--rows", type=at_least(1), default=50000, help="samples per pass, for every method (default 50000)"
     )
-    ingest.add_argument("--batch", type=at_least(1), default=64, help="batch size (default 64)")
+    ingest.add_argument(
+        "--batch",
+        type=at_least(1),
+        default=64,
+        help="samples per batch the consumer receives, from Ray Data and from the DataLoader (default 64)",
+    )
     ingest.add_argument(
         "--image-size", type=at_least(8), default=64, help="image size after the transform (default 64)"
     )
