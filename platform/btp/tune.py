@@ -677,7 +677,7 @@ def study_ray(address: str | None = None) -> Iterator[None]:
 
     quiet_ray_env()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # a killed driver loses at most 2 s of study state
-    # the study prints its own progress lines ([STUDY] ...); Tune's newer console output prints a configuration
+    # the study prints its own progress lines ([NAME] ...); Tune's newer console output prints a configuration
     # box and a TensorBoard hint into Ray's temporary folder even at verbose=0, the older one nothing
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     level = ray_log_level()

@@ -102,8 +102,8 @@ def single_process(table: pa.Table, spec: DataSpec, rows: int) -> dict[str, floa
 
 class _Batches(torch.utils.data.IterableDataset):
     """Iterable dataset: each DataLoader worker runs exactly the Ray map function on every n-th block of rows and
-    hands over its samples in batches of `batch`, the size Ray Data gives the train worker (a block's ~5 samples
-    per row in one item would spare the DataLoader 4 of every 5 hand-overs)."""
+    hands over its samples in batches of `batch`, the size Ray Data gives the train worker. (Handing over whole
+    blocks, ~5 samples per row, would spare the DataLoader 4 of every 5 hand-overs that Ray Data makes.)"""
 
     def __init__(self, table: pa.Table, spec: DataSpec, batch: int) -> None:
         self.table, self.spec, self.batch = table, spec, batch
