@@ -149,6 +149,28 @@ def test_a_bad_ray_log_level_is_one_clear_message(synth, tmp_path, capsys, monke
     assert not (tmp_path / "runs").exists()  # stopped before the run wrote anything
 
 
+def test_the_local_rays_console_drops_the_raylets_worker_count_warning_only(capsys):
+    """The raylet warns on the driver's console each time a local Ray passes another multiple of its startup
+    concurrency in worker processes (every actor of a run is one: on 2 CPUs a study prints it again and again);
+    on the Ray this module started as `btp train` starts one, Ray's printer drops that line and no other."""
+    from ray._private import worker as ray_worker
+
+    noise = (
+        "WARNING: 8 PYTHON worker processes have been started on node: 0123abcd with address: 127.0.0.1, "
+        "which is 4x the maximum expected startup concurrency (2)."
+    )
+    ray_worker.print_to_stdstream({"lines": [noise], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    other = "WARNING: the object store is full"
+    ray_worker.print_to_stdstream({"lines": [noise, other], "pid": "raylet", "is_err": False}, False)
+    # a worker's own line that happens to say the same words is the worker's: it stays
+    worker_line = {"lines": [noise], "pid": 1234, "is_err": False, "ip": "", "task_name": "t"}
+    ray_worker.print_to_stdstream(worker_line, False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 2
+    assert "(raylet)" in lines[0] and lines[0].endswith(other)
+    assert "pid=1234" in lines[1] and lines[1].endswith(noise)
+
+
 def test_config_errors_stop_before_ray(capsys):
     assert main(["train", "experiments/synth/vqa.yaml", "train.lrr=1"]) == 2
     assert "did you mean train.lr?" in capsys.readouterr().err

@@ -93,6 +93,44 @@ def local_ray_options() -> dict[str, Any]:
 # what local_ray_options() sets in this process's environment, restored when its Ray ends
 LOCAL_RAY_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
+# raylet warnings that a local Ray prints on the driver's console and that do not apply to it: every actor of a
+# run (controller, workers, dataset coordinators) is a process of its own, so a run on 2 CPUs passes the raylet's
+# "4x the startup concurrency" mark, and the advice (too many actors, tasks blocked in ray.get) is not the case
+LOCAL_RAYLET_NOISE = ("worker processes have been started on node",)
+
+
+def without_local_raylet_noise(print_lines: Any) -> Any:
+    """Wrap Ray's driver-side printer (`print_to_stdstream(data, ignore_prefix)`) so that the raylet's lines
+    naming LOCAL_RAYLET_NOISE are dropped; every other line passes unchanged."""
+
+    def printer(data: dict[str, Any], ignore_prefix: bool) -> Any:
+        if data.get("pid") == "raylet":
+            lines = [line for line in data.get("lines", []) if not any(n in line for n in LOCAL_RAYLET_NOISE)]
+            if not lines:
+                return None
+            data = {**data, "lines": lines}
+        return print_lines(data, ignore_prefix)
+
+    return printer
+
+
+@contextlib.contextmanager
+def _quiet_local_console() -> Iterator[None]:
+    """While a local Ray runs: its driver prints raylet lines without LOCAL_RAYLET_NOISE. Ray's listener
+    thread looks the printer up in its module at each message; a Ray without it is left as it is."""
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        yield
+        return
+    ray_worker.print_to_stdstream = without_local_raylet_noise(original)
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool]:
@@ -106,16 +144,17 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     saved = {key: os.environ.get(key) for key in LOCAL_RAY_ENV}
-    try:
-        ray.init(address=address, **init_kwargs, **({} if address else local_ray_options()))
-        yield True
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with contextlib.nullcontext() if address else _quiet_local_console():
+        try:
+            ray.init(address=address, **init_kwargs, **({} if address else local_ray_options()))
+            yield True
+        finally:
+            ray.shutdown()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def quiet_data_context() -> None:
