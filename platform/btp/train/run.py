@@ -99,25 +99,11 @@ LOCAL_RAY_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 LOCAL_RAYLET_NOISE = ("worker processes have been started on node",)
 
 
-def without_local_raylet_noise(print_lines: Any) -> Any:
-    """Wrap Ray's driver-side printer (`print_to_stdstream(data, ignore_prefix)`) so that the raylet's lines
-    naming LOCAL_RAYLET_NOISE are dropped; every other line passes unchanged."""
-
-    def printer(data: dict[str, Any], ignore_prefix: bool) -> Any:
-        if data.get("pid") == "raylet":
-            lines = [line for line in data.get("lines", []) if not any(n in line for n in LOCAL_RAYLET_NOISE)]
-            if not lines:
-                return None
-            data = {**data, "lines": lines}
-        return print_lines(data, ignore_prefix)
-
-    return printer
-
-
 @contextlib.contextmanager
 def _quiet_local_console() -> Iterator[None]:
-    """While a local Ray runs: its driver prints raylet lines without LOCAL_RAYLET_NOISE. Ray's listener
-    thread looks the printer up in its module at each message; a Ray without it is left as it is."""
+    """While a local Ray runs, its driver's printer of Ray's lines (`print_to_stdstream`, which Ray's listener
+    thread looks up in its module at each message) drops the raylet's lines naming LOCAL_RAYLET_NOISE; every
+    other line passes unchanged. A Ray without that printer is left as it is."""
     try:
         from ray._private import worker as ray_worker
 
@@ -125,7 +111,16 @@ def _quiet_local_console() -> Iterator[None]:
     except (ImportError, AttributeError):
         yield
         return
-    ray_worker.print_to_stdstream = without_local_raylet_noise(original)
+
+    def printer(data: dict[str, Any], ignore_prefix: bool) -> Any:
+        if data.get("pid") == "raylet":
+            lines = [line for line in data.get("lines", []) if not any(n in line for n in LOCAL_RAYLET_NOISE)]
+            if not lines:
+                return None
+            data = {**data, "lines": lines}
+        return original(data, ignore_prefix)
+
+    ray_worker.print_to_stdstream = printer
     try:
         yield
     finally:
@@ -135,8 +130,9 @@ def _quiet_local_console() -> Iterator[None]:
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool]:
     """The Ray to run on: the one this process has joined, else the cluster at `address` (or RAY_ADDRESS),
-    else a local Ray started with `local_ray_options()`. One started here is shut down at the end and the
-    environment it changed restored. Yields whether it was started here."""
+    else a local Ray started with `local_ray_options()`. One started here prints no LOCAL_RAYLET_NOISE on the
+    console, and is shut down at the end and the environment it changed restored. Yields whether it was started
+    here."""
     import ray
 
     if ray.is_initialized():
