@@ -20,6 +20,9 @@ KEYS = {
     "ray_samples_per_s",
     "ratio",
     "ratio_goal",
+    "torchrun_beside_ray_steps_per_s",
+    "ratio_beside_ray",
+    "ray_host_slowdown",
     "same_losses",
     "final_loss",
     "one_worker_steps_per_s",
@@ -62,6 +65,10 @@ def test_tiny_bench_writes_every_figure(tmp_path, capsys):
     assert set(report) >= KEYS, KEYS - set(report)
     assert report["preset"] == "tiny" and report["workers"] == 2
     assert report["ratio"] > 0 and report["torchrun_steps_per_s"] > 0 and report["ray_steps_per_s"] > 0
+    # torchrun timed once more beside the local Ray: the two ratios and the slowdown agree with the rates
+    beside = report["torchrun_beside_ray_steps_per_s"]
+    assert report["ratio_beside_ray"] == pytest.approx(report["ray_steps_per_s"] / beside)
+    assert report["ray_host_slowdown"] == pytest.approx(1 - beside / report["torchrun_steps_per_s"])
     # the same step both ways: the same seeds give the same losses under torchrun and under Ray
     assert report["same_losses"] is True
     # FSDP2 halves params, grads and AdamW state (the tiny model's RSS is mostly torch itself)

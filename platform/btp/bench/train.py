@@ -459,6 +459,7 @@ def run_train_bench(args: argparse.Namespace) -> int:
     torchrun_rounds: list[dict[str, Any]] = []
     ray_rounds: list[dict[str, Any]] = []
     one: dict[str, Any] = {}
+    beside: dict[str, Any] = {}
     for round_ in range(args.rounds):
         tag = f"[round {round_ + 1}/{args.rounds}]"
         print(f"  {tag} Ray Train, {workers} workers, FSDP2, gloo ...", flush=True)
@@ -471,6 +472,15 @@ def run_train_bench(args: argparse.Namespace) -> int:
                 one = run_ray(config, 1, args.cpus_per_worker)
                 print(
                     f"    {one['steps_per_s']:.3f} steps/s ({one['wall_s']:.0f} s with start-up)", flush=True
+                )
+                # Ray's own processes (raylet, GCS, dashboard, agents, idle workers) share the cores with any
+                # step: torchrun once beside this Ray, idle now, tells that cost apart from Ray Train's
+                nice = ray_rounds[-1]["niceness"]
+                print(f"  torchrun beside the idle local Ray (niceness {nice}) ...", flush=True)
+                beside = run_torchrun(config, workers, nice)
+                print(
+                    f"    {beside['steps_per_s']:.3f} steps/s ({beside['wall_s']:.0f} s with start-up)",
+                    flush=True,
                 )
         # Ray starts its workers niced (15 by default): torchrun gets the same, so other load on a shared
         # host weighs on both alike (on an idle host niceness changes nothing)
@@ -505,6 +515,9 @@ def run_train_bench(args: argparse.Namespace) -> int:
         ray_samples_per_s=ry["steps_per_s"] * workers * args.batch,
         ratio=ry["steps_per_s"] / tr["steps_per_s"],
         ratio_goal=RATIO_GOAL,
+        torchrun_beside_ray_steps_per_s=beside["steps_per_s"],
+        ratio_beside_ray=ry["steps_per_s"] / beside["steps_per_s"],
+        ray_host_slowdown=1 - beside["steps_per_s"] / tr["steps_per_s"],
         torchrun_rounds_steps_per_s=[r["steps_per_s"] for r in torchrun_rounds],
         ray_rounds_steps_per_s=[r["steps_per_s"] for r in ray_rounds],
         ray_worker_niceness=ry["niceness"],
@@ -568,6 +581,11 @@ def _print_table(r: dict[str, Any]) -> None:
     print(
         f"  {'samples/s':<44}{r['torchrun_samples_per_s']:>12.2f}{r['ray_samples_per_s']:>12.2f}"
         f"   (identical losses both ways: {'yes' if r['same_losses'] else 'NO'}; final loss {r['final_loss']:.4f})"
+    )
+    print(
+        f"  {'torchrun beside an idle local Ray':<44}{r['torchrun_beside_ray_steps_per_s']:>12.3f}"
+        f"{r['ray_steps_per_s']:>12.3f}{r['ratio_beside_ray']:>10.3f}   (Ray's own processes on the same cores: "
+        f"torchrun {r['ray_host_slowdown']:.0%} slower)"
     )
     if len(r["torchrun_rounds_steps_per_s"]) > 1:
         shown = ", ".join(
