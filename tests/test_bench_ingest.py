@@ -8,7 +8,7 @@ import pytest
 
 from btp.cli import main
 
-METHODS = ("single_process", "dataloader", "ray_data")
+METHODS = ("single_process", "dataloader", "ray_data", "dataloader_beside_ray")
 
 
 @pytest.mark.slow
@@ -26,8 +26,13 @@ def test_tiny_ingest_bench_times_two_passes_of_every_method(tmp_path, capsys):
     ray_, loader = report["ray_data"], report["dataloader"]
     assert report["ratio"] == pytest.approx(ray_["rows_per_s"] / loader["rows_per_s"])
     assert report["ratio_cold"] == pytest.approx(loader["cold_s"] / ray_["cold_s"])
+    # the DataLoader once more beside an idle local Ray: Ray Data's rate against it, and what Ray's presence cost
+    beside = report["dataloader_beside_ray"]
+    assert report["ratio_beside_ray"] == pytest.approx(ray_["rows_per_s"] / beside["rows_per_s"])
+    assert report["ray_host_slowdown"] == pytest.approx(1 - beside["rows_per_s"] / loader["rows_per_s"])
     printed = capsys.readouterr().out
     assert "rows/s warm" in printed and f"{report['ratio']:.2f}x warm" in printed
+    assert f"beside an idle local Ray: {report['ratio_beside_ray']:.2f}x warm" in printed
 
 
 def test_the_dataloader_baseline_hands_over_every_sample_once_in_batches_of_the_consumers_size(tmp_path):
