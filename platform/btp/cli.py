@@ -303,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         "2 FSDP2 workers under Ray Train (reporting every --report-every steps, as btp train does) and under "
         "torchrun without Ray (at the Ray workers' niceness), and prints steps/s both ways and their ratio "
         "(goal >= 0.95), and torchrun once more beside the idle local Ray (what Ray's own processes on the same "
-        "cores cost any step, apart from Ray Train). With 1 Ray worker as well: per-worker model state (params + grads + AdamW state) and "
-        "peak RSS of 2 workers vs 1 (goal <= 0.55). Also times a whole btp train run on synthetic shards unless "
-        "--e2e-steps 0.",
+        "cores cost any step, apart from Ray Train). With 1 Ray worker as well: per-worker model state (params + "
+        "grads + AdamW state) and peak RSS of 2 workers vs 1 (goal <= 0.55). Also times a whole btp train run on "
+        "synthetic shards unless --e2e-steps 0.",
     )
     bench_train.add_argument(
         "--preset",

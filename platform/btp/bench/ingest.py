@@ -136,6 +136,10 @@ def dataloader(table: pa.Table, spec: DataSpec, rows: int, workers: int, batch: 
     return _two_passes(passes(), rows)
 
 
+# seconds for a fresh local Ray to finish starting (dashboard modules, prestarted workers) before a timed run
+RAY_SETTLE_S = 5.0
+
+
 def dataloader_beside_ray(
     table: pa.Table, spec: DataSpec, rows: int, workers: int, batch: int
 ) -> dict[str, float]:
@@ -149,10 +153,6 @@ def dataloader_beside_ray(
         ray.get(ray.remote(lambda: None).remote())  # started and answering, as when a run begins
         time.sleep(RAY_SETTLE_S)
         return dataloader(table, spec, rows, workers, batch)
-
-
-# seconds for a fresh local Ray to finish starting (dashboard modules, prestarted workers) before a timed run
-RAY_SETTLE_S = 5.0
 
 
 def _train_worker(config: dict[str, Any]) -> None:
