@@ -24,6 +24,8 @@ from btp.data.synth import write_synthetic
 
 COLUMNS = ["image", "caption", "image_id"]
 CAPTIONS_PER_ROW = 5
+# seconds for a fresh local Ray to finish starting (dashboard modules, prestarted workers) before a timed run
+RAY_SETTLE_S = 5.0
 
 
 class PeakMemory:
@@ -134,10 +136,6 @@ def dataloader(table: pa.Table, spec: DataSpec, rows: int, workers: int, batch: 
             yield iter(loader)
 
     return _two_passes(passes(), rows)
-
-
-# seconds for a fresh local Ray to finish starting (dashboard modules, prestarted workers) before a timed run
-RAY_SETTLE_S = 5.0
 
 
 def dataloader_beside_ray(

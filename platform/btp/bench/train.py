@@ -467,6 +467,9 @@ def run_train_bench(args: argparse.Namespace) -> int:
             ray_rounds.append(run_ray(config, workers, args.cpus_per_worker))
             r = ray_rounds[-1]
             print(f"  {tag}   {r['steps_per_s']:.3f} steps/s ({r['wall_s']:.0f} s with start-up)", flush=True)
+            # Ray starts its workers niced (15 by default): torchrun gets the same, so other load on a shared
+            # host weighs on both alike (on an idle host niceness changes nothing)
+            nice = r["niceness"]
             if round_ == 0:
                 print("  Ray Train, 1 worker (memory baseline) ...", flush=True)
                 one = run_ray(config, 1, args.cpus_per_worker)
@@ -475,16 +478,12 @@ def run_train_bench(args: argparse.Namespace) -> int:
                 )
                 # Ray's own processes (raylet, GCS, dashboard, agents, idle workers) share the cores with any
                 # step: torchrun once beside this Ray, idle now, tells that cost apart from Ray Train's
-                nice = ray_rounds[-1]["niceness"]
                 print(f"  torchrun beside the idle local Ray (niceness {nice}) ...", flush=True)
                 beside = run_torchrun(config, workers, nice)
                 print(
                     f"    {beside['steps_per_s']:.3f} steps/s ({beside['wall_s']:.0f} s with start-up)",
                     flush=True,
                 )
-        # Ray starts its workers niced (15 by default): torchrun gets the same, so other load on a shared
-        # host weighs on both alike (on an idle host niceness changes nothing)
-        nice = ray_rounds[-1]["niceness"]
         print(f"  {tag} torchrun, {workers} processes, FSDP2, gloo, no Ray (niceness {nice}) ...", flush=True)
         torchrun_rounds.append(run_torchrun(config, workers, nice))
         r = torchrun_rounds[-1]
