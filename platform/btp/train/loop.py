@@ -8,8 +8,9 @@ import random
 import resource
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,18 @@ def forward(model: torch.nn.Module, task: str, batch: dict[str, torch.Tensor]):
 
 def metric_labels(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return {"pretrain": batch.get("mlm_labels"), "irtr": None}.get(task, batch.get("labels"))
+
+
+@contextmanager
+def _lone_dcp_quiet() -> Iterator[None]:
+    """torch.distributed.checkpoint warns at every save and load without a process group, even when `no_dist`
+    asks for exactly that (a lone worker, see Trainer.save_checkpoint): two lines on the console per checkpoint
+    that say nothing to the user. Only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
+        )
+        yield
 
 
 def _step_of(line: str) -> float:
@@ -243,7 +256,7 @@ class Trainer:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _lone_dcp_quiet():
             model_state, optim_state = get_state_dict(self.model, self.optimizer)
             # a lone worker saves without the process group: a save that coordinates through it (gloo, torch
             # 2.13 on CPU) was seen leaving every later step ~15-25 % slower; the files are the same
@@ -282,7 +295,7 @@ class Trainer:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return False
-        with checkpoint.as_directory() as directory:
+        with checkpoint.as_directory() as directory, _lone_dcp_quiet():
             model_state, optim_state = get_state_dict(self.model, self.optimizer)
             path = os.path.join(directory, "dcp")
             alone = self.world == 1  # as in save_checkpoint
