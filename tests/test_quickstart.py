@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,32 @@ def test_bad_arguments_stop_the_quickstart_before_any_work(tmp_path, capsys, mon
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]  # nothing generated
     assert (tmp_path / "FILE").read_text() == "notes\n"
+
+
+def test_a_local_ray_keeps_token_auth_without_rays_notice(monkeypatch):
+    """The local Ray that `btp` starts keeps Ray's default token authentication, and its console shows Ray's
+    lines (the dashboard's address) but not the notice that auth is on and how to turn it off."""
+    import ray
+
+    from btp.train.run import ray_session
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # unset: Ray turns token auth on and logs its notice
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    records: list[logging.LogRecord] = []
+    seen = logging.Handler(level=logging.DEBUG)
+    seen.emit = records.append  # every record that reaches Ray's own handlers
+    logging.getLogger("ray").addHandler(seen)
+    try:
+        with ray_session(num_cpus=1, log_to_driver=False) as started:
+            assert started and ray.get(ray.remote(lambda: 1).remote(), timeout=60) == 1
+            mode = os.environ.get("RAY_AUTH_MODE")
+    finally:
+        logging.getLogger("ray").removeHandler(seen)
+    messages = [r.getMessage() for r in records]
+    assert any("Started a local Ray instance" in m for m in messages), messages
+    assert not any("Token authentication is enabled" in m for m in messages), messages
+    assert mode == "token"
+    # the notice is dropped only while btp's Ray starts: a Ray started by other code in the process logs it
+    from btp.train.run import LOCAL_RAY_NOTICES
+
+    assert all(not logging.getLogger(name).filters for name, _ in LOCAL_RAY_NOTICES)

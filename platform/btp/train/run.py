@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -98,19 +99,38 @@ LOCAL_RAY_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # "4x the startup concurrency" mark, and the advice (too many actors, tasks blocked in ray.get) is not the case
 LOCAL_RAYLET_NOISE = ("worker processes have been started on node",)
 
+# Ray's notice, logged by ray.init on the driver, that the local Ray it starts uses token authentication (Ray's
+# default, which stays on): a local Ray that lives as long as one command is reached by nothing else, and the
+# notice's advice (opt out with RAY_AUTH_MODE=disabled) is not wanted there
+LOCAL_RAY_NOTICES = (
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this"),
+)
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
 
 @contextlib.contextmanager
 def _quiet_local_console() -> Iterator[None]:
-    """While a local Ray runs, its driver's printer of Ray's lines (`print_to_stdstream`, which Ray's listener
-    thread looks up in its module at each message) drops the raylet's lines naming LOCAL_RAYLET_NOISE; every
-    other line passes unchanged. A Ray without that printer is left as it is."""
+    """While a local Ray starts and runs, Ray's loggers drop LOCAL_RAY_NOTICES, and its driver's printer of Ray's
+    lines (`print_to_stdstream`, which Ray's listener thread looks up in its module at each message) drops the
+    raylet's lines naming LOCAL_RAYLET_NOISE; every other line passes unchanged. A Ray without that printer keeps
+    its own."""
+    filters = [(logging.getLogger(name), _DropNotice(text)) for name, text in LOCAL_RAY_NOTICES]
+    for logger, notice in filters:
+        logger.addFilter(notice)
     try:
         from ray._private import worker as ray_worker
 
         original = ray_worker.print_to_stdstream
     except (ImportError, AttributeError):
-        yield
-        return
+        ray_worker = None
 
     def printer(data: dict[str, Any], ignore_prefix: bool) -> Any:
         if data.get("pid") == "raylet":
@@ -120,11 +140,15 @@ def _quiet_local_console() -> Iterator[None]:
             data = {**data, "lines": lines}
         return original(data, ignore_prefix)
 
-    ray_worker.print_to_stdstream = printer
+    if ray_worker is not None:
+        ray_worker.print_to_stdstream = printer
     try:
         yield
     finally:
-        ray_worker.print_to_stdstream = original
+        if ray_worker is not None:
+            ray_worker.print_to_stdstream = original
+        for logger, notice in filters:
+            logger.removeFilter(notice)
 
 
 @contextlib.contextmanager
