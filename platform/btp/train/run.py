@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,22 +107,17 @@ LOCAL_RAY_NOTICES = (
 )
 
 
-class _DropNotice(logging.Filter):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
 @contextlib.contextmanager
 def _quiet_local_console() -> Iterator[None]:
     """While a local Ray starts and runs, Ray's loggers drop LOCAL_RAY_NOTICES, and its driver's printer of Ray's
     lines (`print_to_stdstream`, which Ray's listener thread looks up in its module at each message) drops the
     raylet's lines naming LOCAL_RAYLET_NOISE; every other line passes unchanged. A Ray without that printer keeps
     its own."""
-    filters = [(logging.getLogger(name), _DropNotice(text)) for name, text in LOCAL_RAY_NOTICES]
+
+    def dropping(text: str) -> Callable[[logging.LogRecord], bool]:
+        return lambda record: text not in record.getMessage()
+
+    filters = [(logging.getLogger(name), dropping(text)) for name, text in LOCAL_RAY_NOTICES]
     for logger, notice in filters:
         logger.addFilter(notice)
     try:
