@@ -369,8 +369,12 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
                 num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
             ),
             datasets=datasets,
-            # blocks in a fixed order: a resumed run re-reads exactly the batches it skips
-            dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+            # blocks in a fixed order: a resumed run re-reads exactly the batches it skips. A lone worker reads
+            # its datasets itself: splitting them for one reader costs a coordinator process per dataset
+            dataset_config=DataConfig(
+                datasets_to_split="all" if t.num_workers > 1 else [],
+                execution_options=ExecutionOptions(preserve_order=True),
+            ),
             run_config=RunConfig(
                 name=t.name,
                 # a remote storage: Ray Train writes the checkpoints there through the same pyarrow filesystem
