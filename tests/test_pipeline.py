@@ -211,9 +211,15 @@ def test_bad_classification_rows_are_named(local_ray, synth, tmp_path):
         build_dataset(cls_spec(synth, "text_classification", paths=[str(missing)])).take_all()
 
 
-def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth, tmp_path):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth, tmp_path, workers):
+    """Read as `btp train` reads (ingest_config): two workers split the stream through Ray Data's coordinator
+    process; a lone worker reads the whole stream itself, with no coordinator."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.state import list_actors
+
+    from btp.train.run import ingest_config
 
     # defined here so Ray pickles it by value (the tests folder is not importable in workers)
     def _collect_ids(config):
@@ -227,19 +233,23 @@ def test_train_workers_get_disjoint_streams_that_cover_the_data(local_ray, synth
         rank = ray.train.get_context().get_world_rank()
         (Path(config["out"]) / f"rank{rank}.json").write_text(json.dumps(ids))
 
+    def coordinators() -> int:
+        return len(list_actors(filters=[("class_name", "=", "SplitCoordinator")], limit=1000, timeout=30))
+
+    before = coordinators()
     data = spec(synth, "snli_ve")
     expected = sorted(build_dataset(data).to_pandas()["sample_id"].tolist())
     TorchTrainer(
         _collect_ids,
         train_loop_config={"out": str(tmp_path), "seed": 0},
-        scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 0.5}),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 0.5}),
         datasets={"train": build_dataset(data)},
+        dataset_config=ingest_config(workers),
         run_config=RunConfig(name="shards", storage_path=str(tmp_path / "runs")),
     ).fit()
-    rank0 = json.loads((tmp_path / "rank0.json").read_text())
-    rank1 = json.loads((tmp_path / "rank1.json").read_text())
-    assert rank0 and rank1 and not set(rank0) & set(rank1)
-    assert sorted(rank0 + rank1) == expected
+    streams = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(workers)]
+    assert all(streams) and sorted(sum(streams, [])) == expected  # every sample once
+    assert coordinators() - before == (1 if workers > 1 else 0)
 
 
 def test_the_local_rays_own_processes_find_its_run_through_its_own_state_api(local_ray):

@@ -173,7 +173,7 @@ def ray_data(spec: DataSpec, rows: int, workers: int, batch: int) -> dict[str, f
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from btp.train.run import ray_session
+    from btp.train.run import ingest_config, ray_session
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     start = time.perf_counter()
@@ -191,6 +191,7 @@ def ray_data(spec: DataSpec, rows: int, workers: int, batch: int) -> dict[str, f
                 train_loop_config={"batch": batch, "rows": rows, "out": str(out)},
                 scaling_config=ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": 0.5}),
                 datasets={"train": ds},
+                dataset_config=ingest_config(1),  # read as btp train reads them
                 run_config=RunConfig(name="bench_ingest", storage_path=tmp),
             )
             trainer.fit()

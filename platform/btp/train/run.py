@@ -185,6 +185,19 @@ def quiet_data_context() -> None:
     ctx.use_ray_tqdm = False
 
 
+def ingest_config(num_workers: int) -> Any:
+    """How the workers read their datasets (Ray Train's DataConfig): blocks in a fixed order, so a resumed run
+    re-reads exactly the batches it skips; several workers split each dataset, a lone worker reads them itself
+    (splitting for one reader costs a coordinator process per dataset and a hop for every batch)."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    return DataConfig(
+        datasets_to_split="all" if num_workers > 1 else [],
+        execution_options=ExecutionOptions(preserve_order=True),
+    )
+
+
 def _check(cfg: ExperimentConfig) -> None:
     if cfg.train.num_workers > 1 and not cfg.train.fsdp:
         raise ConfigError("train.fsdp: false needs train.num_workers: 1 (several workers shard with FSDP2)")
@@ -314,8 +327,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     `callbacks` are `ray.train.UserCallback`s for the run (a study forwards metrics to Ray Tune with one).
     """
     import ray
-    from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from btp.data.pipeline import build_dataset
@@ -369,12 +381,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
                 num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
             ),
             datasets=datasets,
-            # blocks in a fixed order: a resumed run re-reads exactly the batches it skips. A lone worker reads
-            # its datasets itself: splitting them for one reader costs a coordinator process per dataset
-            dataset_config=DataConfig(
-                datasets_to_split="all" if t.num_workers > 1 else [],
-                execution_options=ExecutionOptions(preserve_order=True),
-            ),
+            dataset_config=ingest_config(t.num_workers),
             run_config=RunConfig(
                 name=t.name,
                 # a remote storage: Ray Train writes the checkpoints there through the same pyarrow filesystem
