@@ -207,6 +207,23 @@ def test_a_stopped_run_resumes_exactly(synth, pretrained, straight, tmp_path, ca
     assert _max_diff(_weights(straight), _weights(tmp_path / "runs" / "stopped")) <= 1e-6
 
 
+def test_a_lone_worker_resumes_exactly(synth, tmp_path, capsys):
+    """One worker reads its data itself (no split stream) and saves without a process group: stopped at step 3
+    and resumed from its step-2 checkpoint, it ends with the weights of an uninterrupted run."""
+    lone = [
+        "train.num_workers=1", "train.max_steps=4", "train.checkpoint_every=2", "train.eval_every=null",
+        "data.val=[]", "data.test=[]",
+    ]  # fmt: skip
+    args = ["experiments/synth/vqa.yaml", *_args(synth, tmp_path, *lone)]
+    assert main(["train", *args, "train.name=lone"]) == 0
+    stopped = [*args, "train.name=lone_stopped", "train.fail_at_step=3"]
+    assert main(["train", *stopped]) == 1
+    assert main(["train", *stopped, "--resume"]) == 0
+    assert "[lone_stopped] resumed at step 2" in capsys.readouterr().out
+    runs = tmp_path / "runs"
+    assert _max_diff(_weights(runs / "lone"), _weights(runs / "lone_stopped")) <= 1e-6
+
+
 def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     synth, pretrained, straight, tmp_path, capsys
 ):
