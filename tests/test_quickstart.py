@@ -105,7 +105,7 @@ def test_a_local_ray_keeps_token_auth_without_rays_notice(monkeypatch):
     lines (the dashboard's address) but not the notice that auth is on and how to turn it off."""
     import ray
 
-    from btp.train.run import ray_session
+    from btp.train.run import LOCAL_RAY_NOTICES, ray_session
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # unset: Ray turns token auth on and logs its notice
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -124,6 +124,4 @@ def test_a_local_ray_keeps_token_auth_without_rays_notice(monkeypatch):
     assert not any("Token authentication is enabled" in m for m in messages), messages
     assert mode == "token"
     # the notice is dropped only while btp's Ray starts: a Ray started by other code in the process logs it
-    from btp.train.run import LOCAL_RAY_NOTICES
-
     assert all(not logging.getLogger(name).filters for name, _ in LOCAL_RAY_NOTICES)
