@@ -273,3 +273,18 @@ def test_the_local_rays_own_processes_find_its_run_through_its_own_state_api(loc
     api_server, state = ray.get(probe.ask.remote(probe._actor_id.hex()), timeout=60)
     assert api_server == os.environ["RAY_API_SERVER_ADDRESS"] != "http://127.0.0.1:8265"
     assert state == "ALIVE"
+
+
+def test_the_local_ray_runs_without_metrics_export_or_prestarted_workers(local_ray):
+    """A Ray started by ray_session (`btp train`, tune, quickstart, the benches) holds Ray's settings of
+    LOCAL_RAY_SYSTEM_CONFIG: no metrics export and no Python workers started ahead of need, whose idle processes
+    cost each run's cores."""
+    from ray._private.state import state
+
+    from btp.train.run import LOCAL_RAY_SYSTEM_CONFIG
+
+    held = state.get_system_config()
+    assert (
+        LOCAL_RAY_SYSTEM_CONFIG
+        and {key: held.get(key) for key in LOCAL_RAY_SYSTEM_CONFIG} == LOCAL_RAY_SYSTEM_CONFIG
+    )
