@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.fs as pafs
 import pytest
 
-from btp.train.storage import RunStorage, is_remote, staging_dir
+from btp.train.storage import RunStorage, is_remote, staging_dir, write_text_atomic
 
 
 def test_remote_or_local():
@@ -14,6 +14,19 @@ def test_remote_or_local():
     # the staging folder is fixed per storage and name, and a plain folder name
     assert staging_dir("s3://b/runs/", "x") == staging_dir("s3://b/runs", "x")
     assert staging_dir("s3://b/runs", "x").name == "x" and "://" not in str(staging_dir("s3://b/runs", "x"))
+
+
+def test_an_atomic_write_leaves_the_old_file_whole_when_it_fails(tmp_path):
+    """summary.json, trial.json, ended.json and a trimmed metrics.jsonl are read as a run's or a trial's state
+    after a kill: a write that stops half-way leaves the old file as it was, and nothing beside it."""
+    path = tmp_path / "summary.json"
+    write_text_atomic(path, '{"steps": 3}\n')
+    write_text_atomic(path, '{"steps": 9}\n')
+    assert path.read_text() == '{"steps": 9}\n'
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, '{"steps": 12, "note": "\udc80"}\n')  # fails after a part was written
+    assert path.read_text() == '{"steps": 9}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
 def test_files_go_up_and_come_back_without_rays_checkpoints(s3_bucket, tmp_path):

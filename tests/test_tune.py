@@ -14,7 +14,16 @@ import pytest
 import yaml
 
 from btp.config import ConfigError, load_experiment
-from btp.tune import best_trials, check_space, make_sampler, make_scheduler, plan_stages, table, trial_config
+from btp.tune import (
+    ENDED_FILE,
+    best_trials,
+    check_space,
+    make_sampler,
+    make_scheduler,
+    plan_stages,
+    table,
+    trial_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "synth" / "study.yaml"
@@ -319,7 +328,8 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        finished = lambda: sorted(study.glob("pretrain/*/summary.json"))  # noqa: E731
+        # ended: the trial wrote its summary and reported last, and the driver marked it done
+        finished = lambda: sorted(study.glob(f"pretrain/*/{ENDED_FILE}"))  # noqa: E731
         _wait_for(lambda: len(finished()) == 1, deadline, "the first trial finished", proc)
         first = finished()[0].parent
         kept = {name: (first / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}

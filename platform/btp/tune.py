@@ -49,7 +49,7 @@ from btp.train.run import (
     ray_log_level,
     ray_session,
 )
-from btp.train.storage import is_remote
+from btp.train.storage import is_remote, write_text_atomic
 
 SUMMARY = "summary.json"
 TRIAL_FILE = "trial.json"
@@ -293,7 +293,7 @@ def run_trial(config: dict[str, Any], stage: Stage, study: str, root: str) -> No
     out.mkdir(parents=True, exist_ok=True)
     if same is not None:
         record["duplicate_of"] = same.name
-    (out / TRIAL_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out / TRIAL_FILE, json.dumps(record, indent=2) + "\n")
     if same is not None:
         replay(same, stage.metric)
         return
@@ -443,7 +443,7 @@ def write_summary(
             else None
         ),
     }
-    (root / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(root / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -474,7 +474,7 @@ def _progress(study: str, stage: str, metric: str, stage_dir: Path):
             last = trial.last_result or {}
             run = stage_dir / f"{stage}_{trial.trial_id}"
             if run.is_dir():
-                (run / ENDED_FILE).write_text(json.dumps({"step": last.get("step")}) + "\n")
+                write_text_atomic(run / ENDED_FILE, json.dumps({"step": last.get("step")}) + "\n")
                 record = run / TRIAL_FILE
                 same = json.loads(record.read_text()).get("duplicate_of") if record.is_file() else None
                 if same:

@@ -24,7 +24,7 @@ from btp.track import Tracker
 from btp.train.build import build_model
 from btp.train.optim import build_optimizer, warmup_linear_decay
 from btp.train.parallel import apply_fsdp, average_gradients, replicated_params
-from btp.train.storage import RunStorage, is_remote
+from btp.train.storage import RunStorage, is_remote, write_text_atomic
 
 
 def _cpu_peak_flops(repeats: int = 8, clock: Callable[[], float] = time.perf_counter) -> float:
@@ -339,7 +339,7 @@ class Trainer:
         rows = [line for line in path.read_text().splitlines() if line.strip()]
         kept = [line for line in rows if _step_of(line) <= self.step]
         if len(kept) != len(rows):
-            path.write_text("".join(line + "\n" for line in kept))
+            write_text_atomic(path, "".join(line + "\n" for line in kept))  # a kill now keeps every row
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -534,8 +534,9 @@ class Trainer:
             final.update(self.evaluate("test"))  # the driver passes a test split only when there is one
         self.save_model()
         if self.rank == 0:
-            (self.run_dir / "summary.json").write_text(
-                json.dumps({"steps": self.step, **final}, indent=2) + "\n"
+            # whole or absent: a study resumed after its driver was killed takes a summary as the trial's result
+            write_text_atomic(
+                self.run_dir / "summary.json", json.dumps({"steps": self.step, **final}, indent=2) + "\n"
             )
             self.tracker.log(final, step=self.step)
             self.tracker.finish({"steps": self.step, **final})

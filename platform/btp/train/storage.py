@@ -11,12 +11,24 @@ Credentials and endpoints come from the usual environment (AWS_* variables, AWS_
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
 
 # what Ray Train keeps in the run folder itself: never copied down into the staging folder
 RAY_OWNED = re.compile(r"^(checkpoint_|\.|checkpoint_manager_snapshot|validate_|tmp)")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader, or a run resumed after a kill, sees the old file or the new one
+    whole, never a half-written one: a file beside it, then a rename over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_remote(storage: str) -> bool:
