@@ -240,6 +240,7 @@ def run_stream_bench(args: argparse.Namespace) -> int:
     import ray
 
     from btp.data.shards import read_shards
+    from btp.train.run import LOCAL_RAY_SYSTEM_CONFIG
 
     with tempfile.TemporaryDirectory(dir=args.data_dir) as data:
         print(f"btp bench ingest --stream-gb {args.stream_gb}: writing noise shards ...", flush=True)
@@ -263,6 +264,7 @@ def run_stream_bench(args: argparse.Namespace) -> int:
             include_dashboard=False,
             log_to_driver=False,
             object_store_memory=512 * 2**20,
+            _system_config=dict(LOCAL_RAY_SYSTEM_CONFIG),  # as every local Ray of btp: no idle extras
         )
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
