@@ -120,11 +120,24 @@ def _torch_load(path: Path) -> Any:
         ) from None
 
 
+def _not_found(src: str) -> str | None:
+    """Why `src`, which is not here, cannot be a hub id either (None: it may be one).
+
+    `runs/NAME` has the form org/name of a hub id; when its first part is a folder here, it names a local path
+    that is missing, and asking the hub would only retry the network before failing.
+    """
+    if src.count("/") != 1 or src.startswith(("/", ".", "~")):
+        return f"{src}: no such file or directory, and not a hub id of the form org/name"
+    first = src.split("/")[0]
+    if Path(first).is_dir():
+        return f"{src}: no such file or directory (the folder {first}/ is here: a local path, not a hub id)"
+    return None
+
+
 def _download(repo_id: str) -> Path:
-    if repo_id.count("/") != 1:
-        raise CheckpointFormatError(
-            f"{repo_id}: no such file or directory, and not a hub id of the form org/name"
-        )
+    problem = _not_found(repo_id)
+    if problem:
+        raise CheckpointFormatError(problem)
     from huggingface_hub import snapshot_download
 
     patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin"]
@@ -388,7 +401,16 @@ def read_tower(src: str | Path, kind: str) -> tuple[VisionConfig | TextConfig, d
         if not tower:
             raise CheckpointFormatError(f"{src}: this BridgeTower checkpoint holds no {kind} tower weights")
         return (config.vision if kind == "vision" else config.text), tower
-    return read_clip_vision(src) if kind == "vision" else read_roberta(src)
+    problem = None if path.exists() else _not_found(str(src))
+    if problem:
+        raise CheckpointFormatError(problem)
+    try:
+        return read_clip_vision(src) if kind == "vision" else read_roberta(src)
+    except OSError as err:  # transformers: not a model folder, or the hub could not provide it
+        lines = str(err).strip().splitlines()
+        raise CheckpointFormatError(
+            f"{src}: cannot read a {kind} tower: {lines[0] if lines else err}"
+        ) from None
 
 
 def _is_bridgetower(config_file: Path) -> bool:

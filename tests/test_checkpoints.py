@@ -129,6 +129,25 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
         BridgeTowerModel.from_pretrained(tmp_path / "missing" / "deeper")
 
 
+def test_a_missing_local_path_is_a_clear_error_without_asking_the_hub(tmp_path, monkeypatch):
+    # runs/NAME has the form of a hub id (org/name); with a runs/ folder here it names a missing local run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(
+        CheckpointFormatError, match="runs/missing: no such file or directory .the folder runs/"
+    ):
+        BridgeTowerModel.from_pretrained("runs/missing")
+    with pytest.raises(
+        CheckpointFormatError, match="runs/vision: no such file or directory .the folder runs/"
+    ):
+        BridgeTowerForPretraining.from_towers("runs/vision", None)
+    with pytest.raises(CheckpointFormatError, match="not a hub id of the form org/name"):
+        BridgeTowerForPretraining.from_towers(None, tmp_path / "missing" / "text")
+    # a folder that is not a model: transformers' OSError becomes one error naming the folder and the tower
+    with pytest.raises(CheckpointFormatError, match="runs: cannot read a vision tower: .*no file named"):
+        BridgeTowerForPretraining.from_towers("runs", None)
+
+
 def test_start_pretraining_from_clip_and_roberta_towers(tmp_path):
     from transformers import CLIPVisionConfig, CLIPVisionModel, RobertaConfig, RobertaModel
 
