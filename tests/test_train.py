@@ -138,7 +138,8 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "data.train: no shard matches" in err and "btp data synth" in err
+    assert "data.train: no shard matches" in err
+    assert f"run `btp data synth {tmp_path / 'nowhere' / 'synth'}` to create it" in err  # its own folder
 
 
 def test_a_bad_ray_log_level_is_one_clear_message(synth, tmp_path, capsys, monkeypatch):

@@ -51,8 +51,13 @@ def shard_paths(cfg: ExperimentConfig, split: str) -> list[str]:
     try:
         return expand(full)
     except FileNotFoundError as err:
-        hint = "run `btp data synth data/synth` to create it" if "synth" in str(root) else "check data.root"
-        raise DataMissingError(f"data.{split}: {err}; {hint}") from None
+        missing = str(err).split(";")[0]  # "no shard matches '...'", without the generic advice
+        hint = (
+            f"run `btp data synth {root}` to create it"
+            if "synth" in str(root)
+            else f"check data.root ({root}), or write the shards there with `btp data convert`"
+        )
+        raise DataMissingError(f"data.{split}: {missing}; {hint}") from None
 
 
 def vqa_num_labels(cfg: ExperimentConfig) -> int | None:
