@@ -85,3 +85,18 @@ def test_a_bad_number_is_a_usage_error_naming_the_option(args, message, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bench", ["model", "ingest", "train", "tune"])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_bench_runs(bench, tmp_path, capsys):
+    from btp.cli import main
+
+    for path, message in (
+        (tmp_path / "missing" / "bench.json", f"the folder {tmp_path / 'missing'} does not exist"),
+        (tmp_path, f"{tmp_path} is a folder; give a file path"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(["bench", bench, "--json", str(path)])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert f"btp bench {bench}: error: argument --json: {message}" in err and "Traceback" not in err

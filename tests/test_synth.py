@@ -331,6 +331,17 @@ def test_deterministic_bytes(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
+def test_an_out_dir_that_cannot_be_made_is_one_message(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "synth"
+    args = argparse.Namespace(out_dir=str(out), images=40, seed=0, image_size=32, rows_per_shard=500)
+    with pytest.raises(
+        SystemExit, match=r"btp data synth: cannot write .*a_file.*: Not a directory; choose another"
+    ):
+        main_synth(args)
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
 def test_refuses_foreign_directory_and_overwrites_own(tmp_path, capsys):
     args = argparse.Namespace(out_dir=str(tmp_path), images=40, seed=0, image_size=32, rows_per_shard=500)
     (tmp_path / "precious.txt").write_text("user data")

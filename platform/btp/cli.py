@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _command(target: str):
@@ -46,6 +47,19 @@ def at_least(least: float, kind: type = int):
         return value
 
     return parse
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file the command will write at the end, checked before minutes of work (its folder
+    exists and it is not a folder itself), so the figures are not lost to a typo in the path."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path, e.g. {path / 'bench.json'}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"the folder {path.parent} does not exist; create it or choose another path"
+        )
+    return str(path)
 
 
 def positive_floats(text: str) -> str:
@@ -252,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="time ours with every layer compiled (train.compile: true), ours eager beside it (default: on)",
     )
     model.add_argument("--bf16", action="store_true", help="also time bf16 autocast against the bf16 peak")
-    model.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    model.add_argument(
+        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
+    )
     model.set_defaults(func=_bench_model)
     ingest = bench_sub.add_parser(
         "ingest",
@@ -294,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--data-dir", default=None, help="where --stream-gb writes its shards (default: temp dir)"
     )
-    ingest.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    ingest.add_argument(
+        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
+    )
     ingest.set_defaults(func=_bench_ingest)
     bench_train = bench_sub.add_parser(
         "train",
@@ -346,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     bench_train.add_argument(
-        "--json", default=None, metavar="PATH", help="write every printed figure to PATH"
+        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
     )
     bench_train.set_defaults(func=_bench_train)
 
@@ -447,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"
     )
     _address_option(bench_tune)
-    bench_tune.add_argument("--json", default=None, metavar="PATH", help="write every printed figure to PATH")
+    bench_tune.add_argument(
+        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
+    )
     bench_tune.set_defaults(func=_bench_tune)
     return parser
 

@@ -448,6 +448,13 @@ def main_synth(args: argparse.Namespace) -> int:
         )
     except (FileExistsError, ValueError) as err:
         raise SystemExit(f"btp data synth: {err}") from err
+    except (
+        OSError
+    ) as err:  # a folder that cannot be made or written: a file in the way, no permission, no space
+        where = err.filename or args.out_dir
+        raise SystemExit(
+            f"btp data synth: cannot write {where}: {err.strerror or err}; choose another OUT_DIR"
+        ) from err
     print(f"\n{'dataset':<9} " + " ".join(f"{s:>7}" for s in ("train", "val/dev", "test")))
     for name, splits in summary["rows"].items():
         print(f"{name:<9} " + " ".join(f"{n:>7}" for n in splits.values()))

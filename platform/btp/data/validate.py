@@ -156,7 +156,8 @@ def shard_files(paths: list[str]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise SystemExit(f"btp data validate: {p} does not exist")
+            what = "is neither a folder nor a file" if p.exists() else "does not exist"  # e.g. a device
+            raise SystemExit(f"btp data validate: {p} {what}; give shard files or the folder that holds them")
     return out
 
 
