@@ -62,6 +62,12 @@ def output_file(text: str) -> str:
     return str(path)
 
 
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
+    )
+
+
 def positive_floats(text: str) -> str:
     """An argparse type: comma-separated positive numbers (kept as the text; the bench parses it)."""
     for item in (v.strip() for v in text.split(",") if v.strip()):  # none at all: the bench says so
@@ -266,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time ours with every layer compiled (train.compile: true), ours eager beside it (default: on)",
     )
     model.add_argument("--bf16", action="store_true", help="also time bf16 autocast against the bf16 peak")
-    model.add_argument(
-        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
-    )
+    _json_option(model)
     model.set_defaults(func=_bench_model)
     ingest = bench_sub.add_parser(
         "ingest",
@@ -310,9 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--data-dir", default=None, help="where --stream-gb writes its shards (default: temp dir)"
     )
-    ingest.add_argument(
-        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
-    )
+    _json_option(ingest)
     ingest.set_defaults(func=_bench_ingest)
     bench_train = bench_sub.add_parser(
         "train",
@@ -363,9 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpus-per-worker", type=float, default=0.5, help="Ray CPUs per train worker (default 0.5)"
     )
     bench_train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    bench_train.add_argument(
-        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
-    )
+    _json_option(bench_train)
     bench_train.set_defaults(func=_bench_train)
 
     report = sub.add_parser(
@@ -465,9 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data, the trials and TPE (default 0)"
     )
     _address_option(bench_tune)
-    bench_tune.add_argument(
-        "--json", type=output_file, default=None, metavar="PATH", help="write every printed figure to PATH"
-    )
+    _json_option(bench_tune)
     bench_tune.set_defaults(func=_bench_tune)
     return parser
 

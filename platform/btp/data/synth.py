@@ -448,9 +448,8 @@ def main_synth(args: argparse.Namespace) -> int:
         )
     except (FileExistsError, ValueError) as err:
         raise SystemExit(f"btp data synth: {err}") from err
-    except (
-        OSError
-    ) as err:  # a folder that cannot be made or written: a file in the way, no permission, no space
+    except OSError as err:
+        # a folder that cannot be made or written: a file in the way, no permission, no space
         where = err.filename or args.out_dir
         raise SystemExit(
             f"btp data synth: cannot write {where}: {err.strerror or err}; choose another OUT_DIR"
