@@ -179,7 +179,7 @@ def mask_tokens(
     vocab_size: int,
     probability: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking: 15 % of non-special tokens; of those 80 % -> <mask>, 10 % -> random token, 10 % kept.
+    """BERT masking: `probability` (15 %) of non-special tokens; of those 80 % -> <mask>, 10 % -> random, 10 % kept.
 
     Returns (masked ids, labels with -100 where no prediction is asked).
     """
@@ -223,6 +223,7 @@ def collate(
     seed: int = 0,
     epoch: int = 0,
     vqa_num_labels: int | None = None,
+    mlm_probability: float = 0.15,
 ) -> dict[str, np.ndarray]:
     """Fixed-shape arrays for the task models: pixel_values, input_ids, attention_mask and the task's labels.
 
@@ -251,7 +252,12 @@ def collate(
                 "the tokenizer has no mask token (mask_token); masked-language pretraining needs one"
             )
         batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
-            text["input_ids"], text["special_tokens_mask"], rngs, tokenizer.mask_token_id, len(tokenizer)
+            text["input_ids"],
+            text["special_tokens_mask"],
+            rngs,
+            tokenizer.mask_token_id,
+            len(tokenizer),
+            mlm_probability,
         )
     if task in ("pretrain", "irtr"):
         batch["image_index"] = np.asarray([s["image_index"] for s in samples], dtype=np.int64)

@@ -93,6 +93,19 @@ def test_mlm_masking_rates_and_special_tokens():
     assert 0.76 < to_mask < 0.84 and 0.07 < kept < 0.14  # 10 % kept, plus random tokens that hit the same id
     again, _ = B.mask_tokens(ids, special, [random.Random(i) for i in range(len(ids))], 4, 100)
     assert (again == masked).all()
+    _, more = B.mask_tokens(ids, special, [random.Random(i) for i in range(len(ids))], 4, 100, 0.4)
+    assert 0.37 < (more != -100).sum() / (special == 0).sum() < 0.43
+
+
+def test_collate_masks_the_configured_share_of_caption_tokens(synth):
+    tokenizer = AutoTokenizer.from_pretrained(str(synth / "tokenizer"))
+    samples = [s for r in rows(synth, "pretrain") for s in B.expand_row("pretrain", r)][:200]
+    shares = []
+    for p in (0.15, 0.5):
+        batch = B.collate("pretrain", samples, eval_image, tokenizer, 24, mlm_probability=p)
+        words = (batch["attention_mask"] == 1).sum() - 2 * len(samples)  # without <s> and </s>
+        shares.append((batch["mlm_labels"] != -100).sum() / words)
+    assert 0.11 < shares[0] < 0.19 and 0.45 < shares[1] < 0.55
 
 
 @pytest.mark.parametrize("task", list(FILES))

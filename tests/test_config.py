@@ -234,6 +234,11 @@ def test_save_resolved_round_trips(tmp_path, keep):
         (MINIMAL, ["train.threads=-2"], "train.threads: must be at least 0, got -2"),
         (
             MINIMAL,
+            ["data.mlm_probability=15"],
+            "data.mlm_probability: must be between 0 and 1 (exclusive), got 15.0",
+        ),
+        (
+            MINIMAL,
             ["train.compile_backend=aot_eagre"],
             "override 'train.compile_backend=aot_eagre': 'aot_eagre' is not one of inductor, aot_eager, eager, "
             "cudagraphs; did you mean aot_eager?",

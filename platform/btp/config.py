@@ -97,6 +97,9 @@ class DataConfig:
     tokenizer: str = "${data.root}/tokenizer"
     image_size: int | None = None
     max_text_len: int = 40
+    # pretraining: share of the caption tokens MLM predicts (BERT's and the paper's 15 %; of those, 80 % become
+    # <mask>, 10 % a random token, 10 % stay)
+    mlm_probability: float = 0.15
     transform: str = "clip"
     eval_transform: str = "blip"
     on_bad_row: str = _choice("error", "error", "skip")
@@ -595,6 +598,10 @@ def _check_ranges(exp: ExperimentConfig) -> None:
             "train.compile_mode",
             f"{exp.train.compile_mode!r} is a mode of the inductor backend, not of "
             f"{exp.train.compile_backend!r}; set train.compile_backend=inductor or leave the mode at default",
+        )
+    if not 0 < exp.data.mlm_probability < 1:
+        raise _Problem(
+            "data.mlm_probability", f"must be between 0 and 1 (exclusive), got {exp.data.mlm_probability!r}"
         )
     for key, low in _AT_LEAST.items():
         section, *names = key.split(".")

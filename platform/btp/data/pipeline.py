@@ -36,6 +36,7 @@ class DataSpec:
     tokenizer: str
     image_size: int
     max_text_len: int = 40
+    mlm_probability: float = 0.15  # pretraining: share of the text tokens MLM predicts
     transform: str = "clip"
     seed: int = 0
     epoch: int = 0
@@ -135,6 +136,7 @@ def preprocess(table: pa.Table, spec: DataSpec) -> dict[str, np.ndarray]:
             spec.seed,
             spec.epoch,
             spec.vqa_num_labels,
+            spec.mlm_probability,
         )
     except B.BadRow as err:  # a problem of the batch, not of one row (single and pair sentences mixed)
         files = sorted({str(row.get("_file")) for row in table.select(["_file"]).to_pylist()})

@@ -175,6 +175,7 @@ def data_spec(
         tokenizer=d.tokenizer,
         image_size=image_size,
         max_text_len=d.max_text_len,
+        mlm_probability=d.mlm_probability,
         transform=d.transform if split == "train" else d.eval_transform,
         seed=cfg.train.seed,
         epoch=epoch,
