@@ -140,6 +140,19 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.train: no shard matches" in err
     assert f"run `btp data synth {tmp_path / 'nowhere' / 'synth'}` to create it" in err  # its own folder
+    # the folder holds shards, the pattern names none of them: the hint is the pattern, not the folder
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "vqav2_train_0.arrow").write_bytes(b"")
+    args = ["data.root=" + str(tmp_path / "here"), "data.train=[vqav2_trian_*.arrow]"]
+    assert main(["train", "experiments/synth/vqa.yaml", *args, f"train.storage={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 other shards (vqav2_train_0.arrow): check the pattern in data.train" in err
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "experiments/synth/vqa.yaml", "--resum"])  # not taken for --resume
+    assert info.value.code == 2 and "unrecognized arguments: --resum" in capsys.readouterr().err
 
 
 def test_a_bad_ray_log_level_is_one_clear_message(synth, tmp_path, capsys, monkeypatch):
@@ -206,6 +219,22 @@ def test_a_stopped_run_resumes_exactly(synth, pretrained, straight, tmp_path, ca
     out += printed.out
     assert "[stopped] step 2  train/loss" in out and "Reporting training result" not in out
     assert _max_diff(_weights(straight), _weights(tmp_path / "runs" / "stopped")) <= 1e-6
+
+
+def test_resume_keeps_a_finished_run_and_names_settings_that_changed(synth, tmp_path, capsys):
+    from btp.config import load_experiment, save_resolved
+    from btp.train.run import absolute_paths, check_resumable
+
+    args = ["experiments/synth/vqa.yaml", *_args(synth, tmp_path, "train.name=done")]
+    out = tmp_path / "runs" / "done"
+    save_resolved(absolute_paths(load_experiment(args[0], args[1:])), out / "config.yaml")
+    (out / "summary.json").write_text("{}")  # what a finished run leaves when it kept no checkpoint_* folder
+    assert main(["train", *args, "--resume"]) == 2  # its model is not trained over again
+    err = capsys.readouterr().err
+    assert "is a finished run that kept no checkpoint" in err and "choose another train.name" in err
+    (out / "checkpoint_000000").mkdir()
+    check_resumable(absolute_paths(load_experiment(args[0], [*args[1:], "train.lr=1e-4"])), out, None)
+    assert "train.lr 0.0003 -> 0.0001" in capsys.readouterr().out
 
 
 def test_a_lone_worker_resumes_exactly(synth, tmp_path, capsys):

@@ -361,6 +361,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         check_earlier(out, (out / "config.yaml").is_file(), resume)
     else:
         check_earlier(store.uri, store.exists("config.yaml"), resume)  # type: ignore[arg-type]
+    if resume:
+        check_resumable(cfg, out, store)
     samples, steps = planned_run(cfg)  # first: missing data is the likeliest problem
     preflight(cfg)
     if store is not None and not resume:
@@ -465,6 +467,39 @@ def _train_errors() -> tuple[type[BaseException], ...]:
     from ray.train import TrainingFailedError
 
     return (TrainingFailedError,)
+
+
+def check_resumable(cfg: ExperimentConfig, out: Path, store: RunStorage | None) -> None:
+    """--resume: refuse to train a finished run again over its model; name the settings that differ from its own."""
+    from omegaconf import OmegaConf
+
+    if store is None:
+        if (out / "summary.json").is_file() and not any(out.glob("checkpoint_*")):
+            raise ConfigError(
+                f"--resume: {out} is a finished run that kept no checkpoint to continue from (its model is in "
+                f"{out / 'model'}); to train it again, remove that folder or choose another train.name"
+            )
+        stored = (out / "config.yaml").read_text()
+    else:
+        stored = store.read_text("config.yaml")
+    changed = config_changes(OmegaConf.to_container(OmegaConf.create(stored)), _as_dict(cfg))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        print(
+            f"note: --resume with settings other than the stopped run's config.yaml: {shown}; the run continues "
+            "with the new ones (give the same overrides as before to continue it as it was)",
+            flush=True,
+        )
+
+
+def config_changes(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """'key old -> new' for every leaf that differs between two nested config dicts."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += config_changes(before.get(key), after.get(key), f"{prefix}{key}.")
+        return out
+    return [] if before == after else [f"{prefix.rstrip('.')} {before!r} -> {after!r}"]
 
 
 def _as_dict(cfg: ExperimentConfig) -> dict:
