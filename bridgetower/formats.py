@@ -79,6 +79,8 @@ def read_checkpoint(src: str | Path) -> tuple[BridgeTowerConfig, dict[str, torch
         return read_official(path)
     if not path.exists():
         path = _download(str(src))
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a run folder of `btp train`: its final model
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointFormatError(f"{path} has no config.json: not a BridgeTower checkpoint directory")

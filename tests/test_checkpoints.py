@@ -113,6 +113,11 @@ def test_mismatched_checkpoints_list_every_problem(tmp_path):
     assert "missing keys" in message and "cross_modal_text_layers.2" in message
     assert "mis-shaped keys" in message and "vqa_classifier.3.weight" in message
     weights = load_file(str(tmp_path / "vqa" / "model.safetensors"))
+    run = tmp_path / "runs" / "vqa"  # a folder of `btp train`: from_pretrained reads its final model/
+    vqa.save_pretrained(run / "model")
+    assert torch.equal(
+        BridgeTowerForVQA.from_pretrained(run).vqa_classifier[3].weight, vqa.vqa_classifier[3].weight
+    )
     weights["bridgetower.cross_modal_extra.weight"] = torch.zeros(2)
     save_file(weights, str(tmp_path / "vqa" / "model.safetensors"))
     with pytest.raises(

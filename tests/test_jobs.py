@@ -38,6 +38,10 @@ def _runtime_env() -> dict:
 
 HEAVY = [".git/config", ".venv/bin/python", "venv/bin/python", "runs/old/model.safetensors"]
 HEAVY += ["data/synth/vqav2_train_0.arrow", "wandb/run-1/run.wandb", "studies/s/optuna.db"]
+HEAVY += [
+    "report/report.html",
+    "quickstart/summary.json",
+]  # btp report's and btp quickstart's default outputs
 KEPT = ["bridgetower/__init__.py", "platform/btp/__init__.py", "platform/btp/data/__init__.py"]
 KEPT += [
     "platform/btp/train/run.py",

@@ -469,3 +469,7 @@ def test_online_publishing_failures_leave_the_local_report_complete(built, tmp_p
     saved.clear()
     assert main(["report", str(built["runs"][0]), "--out", str(out), "--no-wandb"]) == 0
     assert saved == [] and "(--no-wandb)" in capsys.readouterr().out
+    (tmp_path / "notes.md").write_text("kept")
+    assert main(["report", str(built["runs"][0]), "--out", str(tmp_path / "notes.md")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.md").read_text() == "kept"

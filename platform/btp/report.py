@@ -1426,6 +1426,12 @@ def main_report(args: argparse.Namespace) -> int:
         print(f"btp report: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else default_out(args.paths)
+    if out.exists() and not out.is_dir():
+        print(
+            f"btp report: --out {out} is a file, not a folder; choose a folder for the report",
+            file=sys.stderr,
+        )
+        return 2
     note = (
         "W&B report not published (--no-wandb)."
         if getattr(args, "no_wandb", False)

@@ -177,9 +177,10 @@ def main_validate(args: argparse.Namespace) -> int:
     totals: Counter[tuple[str, str]] = Counter()
     for r in reports:
         totals[(r.task or "?", r.split)] += r.rows
-    print("\ntask        split       rows")
+    width = max([4, *(len(task) for task, _ in totals)])
+    print(f"\n{'task':<{width}} split       rows")
     for (task, split), rows in sorted(totals.items()):
-        print(f"{task:<11} {split:<10} {rows:>5}")
+        print(f"{task:<{width}} {split:<10} {rows:>5}")
     problems = [p for r in reports for p in r.problems]
     if problems:
         print(f"\n{len(problems)} problem(s):")

@@ -52,11 +52,15 @@ def shard_paths(cfg: ExperimentConfig, split: str) -> list[str]:
         return expand(full)
     except FileNotFoundError as err:
         missing = str(err).split(";")[0]  # "no shard matches '...'", without the generic advice
-        hint = (
-            f"run `btp data synth {root}` to create it"
-            if "synth" in str(root)
-            else f"check data.root ({root}), or write the shards there with `btp data convert`"
-        )
+        present = sorted(p.name for p in root.glob("*.arrow")) if root.is_dir() else []
+        if present:
+            shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+            hint = f"{root} holds {len(present)} other shards ({shown}): check the pattern in data.{split}"
+        elif "synth" in str(root):
+            hint = f"run `btp data synth {root}` to create it"
+        else:
+            hint = f"check data.root ({root}), or write the shards there with `btp data convert`"
+
         raise DataMissingError(f"data.{split}: {missing}; {hint}") from None
 
 
