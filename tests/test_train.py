@@ -378,3 +378,9 @@ def test_a_run_that_fails_in_a_worker_names_the_bad_row(synth, tmp_path, capsys)
     assert lines[-2].startswith("btp train vqa: the run failed: "), lines[-2:]
     assert f"{shard} row 1: column image: cannot decode image" in lines[-2], lines[-2:]
     assert lines[-1].strip().startswith("it saved no checkpoint: fix the cause"), lines[-1]
+    # skipping bad rows instead: the run ends, and its summary counts the row it never trained on
+    assert (
+        main(["train", "experiments/synth/vqa.yaml", *args, "train.name=skip", "data.on_bad_row=skip"]) == 0
+    )
+    assert json.loads((tmp_path / "runs" / "skip" / "summary.json").read_text())["skipped_rows"]["train"] == 1
+    assert "skipped 1 bad row(s) of the train split; first: " in capsys.readouterr().out

@@ -349,7 +349,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from btp.data.pipeline import build_dataset
+    from btp.data.pipeline import build_dataset, skipped_rows
     from btp.train.loop import train_loop_per_worker
 
     _check(cfg)
@@ -388,12 +388,12 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         quiet_data_context()
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         tasks = data_concurrency(cfg, ray.cluster_resources().get("CPU", 0), nodes)
-        datasets = {"train": build_dataset(data_spec(cfg, "train", image_size, concurrency=tasks))}
-        if cfg.data.val:
-            datasets["val"] = build_dataset(data_spec(cfg, "val", image_size, concurrency=tasks))
+        splits = ["train", *(["val"] if cfg.data.val else [])]
         # VQA: predictions in the official server's format; classification: test/accuracy
         if cfg.data.test and cfg.data.task in ("vqa", *CLASSIFICATION):
-            datasets["test"] = build_dataset(data_spec(cfg, "test", image_size, concurrency=tasks))
+            splits.append("test")
+        specs = {split: data_spec(cfg, split, image_size, concurrency=tasks) for split in splits}
+        datasets = {split: build_dataset(spec) for split, spec in specs.items()}
         resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -415,9 +415,21 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
             ),
         )
         trainer.fit()
+        skipped = {split: skipped_rows(spec) for split, spec in specs.items() if spec.on_bad_row == "skip"}
     if store is not None:
         return json.loads(store.read_text("summary.json"))
-    return json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    if skipped:  # data.on_bad_row: skip: how many rows the run never saw, beside its metrics
+        summary["skipped_rows"] = {split: s["count"] for split, s in skipped.items()}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for split, s in skipped.items():
+            if s["count"]:
+                first = f"; first: {s['messages'][0]}" if s["messages"] else ""
+                print(
+                    f"btp train {t.name}: skipped {s['count']} bad row(s) of the {split} split{first}",
+                    flush=True,
+                )
+    return summary
 
 
 def planned_run(cfg: ExperimentConfig) -> tuple[int, int]:
