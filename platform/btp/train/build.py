@@ -60,7 +60,6 @@ def shard_paths(cfg: ExperimentConfig, split: str) -> list[str]:
             hint = f"run `btp data synth {root}` to create it"
         else:
             hint = f"check data.root ({root}), or write the shards there with `btp data convert`"
-
         raise DataMissingError(f"data.{split}: {missing}; {hint}") from None
 
 
