@@ -334,10 +334,15 @@ def test_two_stage_study_with_asha_survives_a_killed_driver(tmp_path):
         first = finished()[0].parent
         kept = {name: (first / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
 
+        def registered(run) -> bool:
+            """Ray Train recorded a checkpoint of the run (its folder alone may still be half written)."""
+            snapshot = run / "checkpoint_manager_snapshot.json"
+            return snapshot.is_file() and '"checkpoint_dir_name":"checkpoint_' in snapshot.read_text()
+
         def second_checkpointed():
             return [
                 run for run in study.glob("pretrain/*")
-                if run != first and any(run.glob("checkpoint_*")) and not (run / "summary.json").exists()
+                if run != first and registered(run) and not (run / "summary.json").exists()
             ]  # fmt: skip
 
         _wait_for(lambda: second_checkpointed(), deadline, "a checkpoint of the second trial", proc)
