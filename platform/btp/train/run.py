@@ -25,7 +25,7 @@ from btp.train.build import (
     shard_paths,
 )
 from btp.train.optim import planned_steps
-from btp.train.storage import RunStorage, is_remote, staging_dir
+from btp.train.storage import RunStorage, is_remote, staging_dir, write_text_atomic
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
@@ -416,19 +416,18 @@ def train(cfg: ExperimentConfig, resume: bool = False, callbacks: Sequence[Any] 
         )
         trainer.fit()
         skipped = {split: skipped_rows(spec) for split, spec in specs.items() if spec.on_bad_row == "skip"}
+    for split, s in skipped.items():  # data.on_bad_row: skip: the rows the run never saw
+        if s["count"]:
+            first = f"; first: {s['messages'][0]}" if s["messages"] else ""
+            print(
+                f"btp train {t.name}: skipped {s['count']} bad row(s) of the {split} split{first}", flush=True
+            )
     if store is not None:
         return json.loads(store.read_text("summary.json"))
     summary = json.loads((out / "summary.json").read_text())
-    if skipped:  # data.on_bad_row: skip: how many rows the run never saw, beside its metrics
+    if skipped:  # beside the run's metrics (a remote run's summary.json is rank 0's, already uploaded)
         summary["skipped_rows"] = {split: s["count"] for split, s in skipped.items()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        for split, s in skipped.items():
-            if s["count"]:
-                first = f"; first: {s['messages'][0]}" if s["messages"] else ""
-                print(
-                    f"btp train {t.name}: skipped {s['count']} bad row(s) of the {split} split{first}",
-                    flush=True,
-                )
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
